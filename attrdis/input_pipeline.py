@@ -1,0 +1,178 @@
+"""Input pipeline: TFDS ``array_record`` data sources read with grain.
+
+Batches are dicts of numpy arrays: ``image`` float32 (b, S, S, 3) in [-1, 1] and ``label``
+int32 (b, M), one column per ``config.dataset.attributes`` in that order. Each process
+reads its own shard; the batch a process yields is its share of the global batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import io
+import os
+from typing import Any
+
+from absl import logging
+import grain.python as grain
+import jax
+import ml_collections
+import numpy as np
+from PIL import Image
+
+from attrdis.configuration import ConfigError
+
+KNOWN_DATASETS = ("synthetic_faces", "multipie", "bu3dfe", "rafd")
+
+
+def builder_module(name: str):
+  """The module ``attrdis_datasets.<name>.<name>_dataset_builder``."""
+  if name not in KNOWN_DATASETS:
+    raise ConfigError(f"config.dataset.name={name!r}: unknown dataset; choose one of "
+                      f"{', '.join(KNOWN_DATASETS)}.")
+  return importlib.import_module(f"attrdis_datasets.{name}.{name}_dataset_builder")
+
+
+def get_builder(dataset_config: ml_collections.ConfigDict):
+  """The TFDS builder that ``config.dataset`` names (not prepared)."""
+  module = builder_module(dataset_config.name)
+  kwargs: dict[str, Any] = {"file_format": "array_record"}
+  if dataset_config.builder_config:
+    names = [c.name for c in module.Builder.BUILDER_CONFIGS]
+    if dataset_config.builder_config not in names:
+      raise ConfigError(
+          f"config.dataset.builder_config={dataset_config.builder_config!r}: dataset "
+          f"{dataset_config.name!r} has the configs {', '.join(names)}.")
+    kwargs["config"] = dataset_config.builder_config
+  if dataset_config.data_dir:
+    kwargs["data_dir"] = os.path.expanduser(dataset_config.data_dir)
+  return module.Builder(**kwargs)
+
+
+def check_attributes(builder, attributes) -> None:
+  """Checks that the dataset labels every attribute (a ClassLabel feature of that name)."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  features = builder.info.features
+  labels = [k for k, v in features.items() if isinstance(v, tfds.features.ClassLabel)]
+  for a in attributes:
+    if a not in labels:
+      raise ConfigError(
+          f"config.dataset.attributes: {a!r} is not labelled by dataset "
+          f"{builder.name!r} (config {builder.builder_config.name!r}); it labels "
+          f"{', '.join(labels)}.")
+
+
+def prepare(builder, dataset_config: ml_collections.ConfigDict) -> None:
+  """Builds the dataset on first use (the licensed ones from ``config.dataset.manual_dir``)."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  download_config = None
+  if dataset_config.manual_dir:
+    download_config = tfds.download.DownloadConfig(
+        manual_dir=os.path.expanduser(dataset_config.manual_dir))
+  logging.info("Dataset %s/%s in %s (prepared on first use).", builder.name,
+               builder.builder_config.name, builder.data_dir)
+  builder.download_and_prepare(download_config=download_config)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """What the rest of the system needs to know about the data."""
+  name: str
+  attributes: tuple[str, ...]
+  num_classes: tuple[int, ...]
+  class_names: tuple[tuple[str, ...], ...]
+  num_train: int
+  num_test: int
+  stored_image_size: int
+
+
+def load(config: ml_collections.ConfigDict):
+  """Returns (builder, DatasetInfo), preparing the dataset if needed."""
+  builder = get_builder(config.dataset)
+  attributes = tuple(config.dataset.attributes)
+  check_attributes(builder, attributes)
+  if jax.process_index() == 0:
+    prepare(builder, config.dataset)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices("dataset_prepared")
+  # A fresh builder reads the prepared dataset's info (class lists found while building).
+  builder = get_builder(config.dataset)
+  features = builder.info.features
+  splits = builder.info.splits
+  info = DatasetInfo(
+      name=builder.name,
+      attributes=attributes,
+      num_classes=tuple(features[a].num_classes for a in attributes),
+      class_names=tuple(tuple(features[a].names) for a in attributes),
+      num_train=splits["train"].num_examples,
+      num_test=splits["test"].num_examples if "test" in splits else 0,
+      stored_image_size=int(features["image"].shape[0]),
+  )
+  return builder, info
+
+
+def to_model_image(image: np.ndarray, image_size: int) -> np.ndarray:
+  """uint8 (H, W, 3) → float32 (S, S, 3) in [-1, 1], resized with antialiasing if needed."""
+  if image.shape[0] != image_size or image.shape[1] != image_size:
+    image = np.asarray(Image.fromarray(image).resize((image_size, image_size),
+                                                     Image.Resampling.LANCZOS))
+  return image.astype(np.float32) / 127.5 - 1.0
+
+
+def decode_image(value) -> np.ndarray:
+  """A record's image as uint8 (H, W, 3): data sources give arrays; raw bytes are decoded."""
+  if isinstance(value, (bytes, bytearray)):
+    value = np.asarray(Image.open(io.BytesIO(value)).convert("RGB"))
+  return np.asarray(value, dtype=np.uint8)
+
+
+class ToModelInputs(grain.MapTransform):
+  """A TFDS record → {'image': float32 in [-1, 1], 'label': int32 (M,)}."""
+
+  def __init__(self, attributes, image_size):
+    self.attributes = tuple(attributes)
+    self.image_size = image_size
+
+  def map(self, record):
+    return {
+        "image": to_model_image(decode_image(record["image"]), self.image_size),
+        "label": np.asarray([record[a] for a in self.attributes], dtype=np.int32),
+    }
+
+
+def default_num_workers(requested: int) -> int:
+  if requested >= 0:
+    return requested
+  return max(0, min(8, (os.cpu_count() or 1) // 2))
+
+
+def create_loader(config: ml_collections.ConfigDict, builder, split: str, *, train: bool,
+                  num_epochs: int | None = None, worker_count: int | None = None,
+                  seed: int | None = None) -> grain.DataLoader:
+  """A grain DataLoader over one split, sharded by process, batched to this process' share.
+
+  With ``train`` the records are shuffled anew each epoch (the seed and the epoch decide
+  the order) and epochs repeat forever unless ``num_epochs`` is given; the last incomplete
+  batch is dropped. Without ``train`` the order is fixed and the last batch is kept.
+  """
+  source = builder.as_data_source(split)
+  if config.batch_size % jax.process_count():
+    raise ConfigError(f"config.batch_size={config.batch_size} does not divide over "
+                      f"{jax.process_count()} processes.")
+  per_process = config.batch_size // jax.process_count()
+  sampler = grain.IndexSampler(
+      num_records=len(source),
+      shard_options=grain.ShardByJaxProcess(drop_remainder=train),
+      shuffle=train,
+      num_epochs=num_epochs if train else 1,
+      seed=config.seed if seed is None else seed,
+  )
+  return grain.DataLoader(
+      data_source=source,
+      sampler=sampler,
+      operations=[ToModelInputs(config.dataset.attributes, config.image_size),
+                  grain.Batch(per_process, drop_remainder=train)],
+      worker_count=default_num_workers(config.dataset.num_workers)
+      if worker_count is None else worker_count,
+  )

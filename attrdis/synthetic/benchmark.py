@@ -1,0 +1,101 @@
+"""Rendering speed and build time of the synthetic faces.
+
+    python -m attrdis.synthetic.benchmark [--image_size=64] [--batch=256] [--seconds=3]
+                                          [--config=64px] [--no_build]
+
+Renders on one core (the process is pinned to one CPU; numpy's elementwise kernels are
+single-threaded) and reports images per second of wall time and of CPU time (the latter is
+the more stable figure on a shared machine), then times building a builder config (the
+default, 64px) into a temporary directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import pathlib
+import sys
+import tempfile
+import time
+from typing import Sequence
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+from attrdis.synthetic import design as design_lib  # noqa: E402
+from attrdis.synthetic import render as render_lib  # noqa: E402
+from attrdis.synthetic.factors import stack  # noqa: E402
+
+
+def builder_module():
+    """The synthetic_faces builder module, installed or (before installation) from the repo."""
+    if importlib.util.find_spec("attrdis_datasets") is None:
+        root = pathlib.Path(__file__).resolve().parents[2] / "datasets"
+        spec = importlib.util.spec_from_file_location(
+            "attrdis_datasets", root / "__init__.py", submodule_search_locations=[str(root)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["attrdis_datasets"] = module
+        spec.loader.exec_module(module)
+    return importlib.import_module(
+        "attrdis_datasets.synthetic_faces.synthetic_faces_dataset_builder")
+
+
+def render_speed(image_size: int = 64, batch: int = 256, seconds: float = 3.0) -> dict:
+    """Images per second (wall and CPU) rendering dataset faces in batches on one core."""
+    _, design = design_lib.CONFIGS[design_lib.DEFAULT_CONFIG]
+    factors = stack([f for _, _, f in design.examples("train")][:batch])
+    affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    if affinity:
+        os.sched_setaffinity(0, {min(affinity)})
+    try:
+        render_lib.render_batch(factors, image_size)  # warm up
+        best_wall = best_cpu = 0.0
+        for _ in range(3):
+            n, w0, c0 = 0, time.perf_counter(), time.process_time()
+            while time.perf_counter() - w0 < seconds / 3:
+                render_lib.render_batch(factors, image_size)
+                n += len(factors)
+            best_wall = max(best_wall, n / (time.perf_counter() - w0))
+            best_cpu = max(best_cpu, n / (time.process_time() - c0))
+    finally:
+        if affinity:
+            os.sched_setaffinity(0, affinity)
+    return {"images_per_s_wall": best_wall, "images_per_cpu_s": best_cpu}
+
+
+def build_time(config: str = design_lib.DEFAULT_CONFIG) -> dict:
+    """Seconds to build ``config`` into a temporary directory (wall and CPU), and its size."""
+    sf = builder_module()
+    with tempfile.TemporaryDirectory() as tmp:
+        w0, c0 = time.perf_counter(), time.process_time()
+        builder = sf.Builder(config=config, data_dir=tmp, file_format="array_record")
+        builder.download_and_prepare()
+        wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+        size = sum(p.stat().st_size for p in pathlib.Path(tmp).rglob("*") if p.is_file())
+        num = {s: builder.info.splits[s].num_examples for s in ("train", "test")}
+    return {"wall_s": wall, "cpu_s": cpu, "bytes": size, "examples": num}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--image_size", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--config", default=design_lib.DEFAULT_CONFIG)
+    parser.add_argument("--no_build", action="store_true")
+    args = parser.parse_args(argv)
+    r = render_speed(args.image_size, args.batch, args.seconds)
+    print(f"render {args.image_size}px, batches of {args.batch}, one core: "
+          f"{r['images_per_s_wall']:.0f} images/s wall, "
+          f"{r['images_per_cpu_s']:.0f} images/CPU-s", flush=True)
+    if not args.no_build:
+        b = build_time(args.config)
+        print(f"build synthetic_faces/{args.config} ({b['examples']['train']} train + "
+              f"{b['examples']['test']} test images, {b['bytes'] / 2**20:.1f} MiB): "
+              f"{b['wall_s']:.1f} s wall, {b['cpu_s']:.1f} s CPU", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The ``synthetic_faces`` TFDS builder (procedural cartoon faces with known factors)."""

@@ -1,0 +1,18 @@
+"""Test setup: 4 simulated CPU devices (before jax is imported) and tiny configs."""
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def synthetic_data_dir(tmp_path_factory):
+  """The ``tiny`` synthetic-faces config (16 px), built once per test session."""
+  from attrdis_datasets.synthetic_faces import synthetic_faces_dataset_builder as sf
+  data_dir = tmp_path_factory.mktemp("tfds")
+  sf.Builder(config="tiny", data_dir=str(data_dir),
+             file_format="array_record").download_and_prepare()
+  return str(data_dir)

@@ -1,0 +1,141 @@
+"""End to end: run_train.py on tiny synthetic faces, exact resume, workdir contents, bad input."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from PIL import Image
+
+from attrdis import checkpoints
+from attrdis import configuration
+from attrdis import train
+from attrdis.configuration import ConfigError
+from tiny import tiny_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def stored_state(workdir, step):
+  mngr = checkpoints.manager(workdir, create=False)
+  return mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+
+
+def config_flags(config):
+  """The command-line overrides that turn configs/synthetic.py into ``config``."""
+  out = []
+  for name, value in configuration.flat_items(config):
+    if isinstance(value, tuple):
+      value = "(" + ",".join(repr(v) if isinstance(v, str) else str(v) for v in value) + ",)"
+    out.append(f"--config.{name}={value}")
+  return out
+
+
+def test_cli_run_leaves_everything_and_resume_is_bit_exact(synthetic_data_dir, tmp_path):
+  config = tiny_config()
+  config.dataset.data_dir = synthetic_data_dir
+  config.dataset.attributes = ("identity", "expression", "illumination")
+
+  # Uninterrupted, through the command line.
+  w_cli = str(tmp_path / "cli")
+  proc = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "run_train.py"),
+       f"--config={os.path.join(ROOT, 'configs', 'synthetic.py')}", f"--workdir={w_cli}"]
+      + config_flags(config), capture_output=True, text=True, cwd=str(tmp_path), timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "step 4/4" in proc.stdout
+
+  # Workdir contents: checkpoints (every 2 steps), metrics.jsonl, TensorBoard events, PNGs.
+  assert sorted(int(os.path.basename(p)) for p in
+                glob.glob(os.path.join(w_cli, "checkpoints", "[0-9]*"))) == [2, 4]
+  rows = [json.loads(l) for l in open(os.path.join(w_cli, "metrics.jsonl"))]
+  assert [r["step"] for r in rows] == [2, 4]
+  for key in ("loss_g", "loss_d", "loss_c", "rec", "cls_x", "dis", "cls_trn", "adv_g",
+              "wasserstein", "gp", "learning_rate", "steps_per_sec"):
+    assert all(np.isfinite(r[key]) for r in rows), key
+  assert glob.glob(os.path.join(w_cli, "events.out.tfevents.*"))
+  grid = Image.open(os.path.join(w_cli, "samples", "step_0000004.png"))
+  # rows: inputs, targets, reconstructions, one per attribute (3); 4 columns of 16 px + 2 px pads
+  assert grid.size == (4 * 16 + 5 * 2, 6 * 16 + 7 * 2)
+
+  # Stopped after half the steps and resumed, in this process.
+  w_resumed = str(tmp_path / "resumed")
+  first = train.train_and_evaluate(config, w_resumed, stop_at_step=2)
+  assert int(first.step) == 2
+  final = train.train_and_evaluate(config, w_resumed)
+  assert int(final.step) == 4
+
+  a, b = stored_state(w_cli, 4), stored_state(w_resumed, 4)
+  leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
+  assert len(leaves_a) == len(leaves_b) > 0
+  for x, y in zip(leaves_a, leaves_b):
+    np.testing.assert_array_equal(x, y)
+  for x, y in zip(jax.tree.leaves(final.params), jax.tree.leaves(b["params"])):
+    np.testing.assert_array_equal(x, y)
+  # And training did move the params away from the step-2 ones.
+  mid = stored_state(w_resumed, 2) if os.path.exists(os.path.join(w_resumed, "checkpoints", "2")) \
+      else None
+  if mid is not None:
+    assert any(not np.array_equal(x, y) for x, y in
+               zip(jax.tree.leaves(mid["params"]), jax.tree.leaves(b["params"])))
+
+  # A different model in the same workdir is refused, naming the field; nothing is touched.
+  before = sorted(os.listdir(os.path.join(w_resumed, "checkpoints")))
+  other = tiny_config()
+  other.dataset.data_dir = synthetic_data_dir
+  other.dataset.attributes = config.dataset.attributes
+  other.model.encoder_widths = (4, 8, 16)
+  other.model.classifier_widths = (4, 16)
+  with pytest.raises(checkpoints.CheckpointError, match=r"model\.encoder_widths"):
+    train.train_and_evaluate(other, w_resumed)
+  assert sorted(os.listdir(os.path.join(w_resumed, "checkpoints"))) == before
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("image_size", 20, "multiple of 8"),
+    ("image_size", 8, "multiple of 8 from 16"),
+    ("dataset.name", "celeba", "unknown dataset"),
+    ("dataset.attributes", ("identity", "age"), "'age' is not labelled"),
+    ("batch_size", 6, "does not divide over the 4 devices"),
+    ("dataset.builder_config", "huge", "has the configs"),
+    ("dtype", "float16", "float32, bfloat16"),
+])
+def test_bad_config_is_refused_before_compiling(synthetic_data_dir, tmp_path, field, value,
+                                                message):
+  config = tiny_config()
+  config.dataset.data_dir = synthetic_data_dir
+  parent, _, leaf = ("config." + field).rpartition(".")
+  node = config
+  for part in parent.split(".")[1:]:
+    node = node[part]
+  node[leaf] = value
+  with pytest.raises(ConfigError, match=message):
+    train.train_and_evaluate(config, str(tmp_path / "w"))
+  assert not os.path.exists(os.path.join(tmp_path, "w", "metrics.jsonl"))
+
+
+def test_cli_errors_are_one_line(tmp_path):
+  base = [sys.executable, os.path.join(ROOT, "run_train.py"),
+          f"--config={os.path.join(ROOT, 'configs', 'synthetic.py')}",
+          f"--workdir={tmp_path / 'w'}"]
+  proc = subprocess.run(base + ["--config.no_such_field=1"], capture_output=True, text=True,
+                        timeout=300)
+  assert proc.returncode != 0
+  assert "no_such_field" in proc.stderr
+  proc = subprocess.run(base + ["--config.image_size=36"], capture_output=True, text=True,
+                        timeout=300)
+  assert proc.returncode != 0
+  assert proc.stderr.strip().splitlines()[-1].startswith("error: config.image_size=36")
+  assert "Traceback" not in proc.stderr
+
+
+def test_unwritable_workdir(tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("not a folder")
+  with pytest.raises(ConfigError, match="not writable"):
+    train.check_workdir(str(blocker / "w"))

@@ -1,0 +1,24 @@
+"""Tiny configs shared by the tests: 16 px images, narrow widths, one residual block."""
+
+from attrdis.configuration import base_config
+
+
+def tiny_config(image_size: int = 16, batch_size: int = 8, attributes=("identity", "expression")):
+  c = base_config()
+  c.image_size = image_size
+  c.batch_size = batch_size
+  c.num_train_steps = 4
+  c.log_every_steps = 2
+  c.checkpoint_every_steps = 2
+  c.sample_every_steps = 2
+  c.num_sample_images = 4
+  c.dataset.name = "synthetic_faces"
+  c.dataset.builder_config = "tiny"
+  c.dataset.attributes = tuple(attributes)
+  c.dataset.num_workers = 0
+  c.model.encoder_widths = (4, 8, 8)
+  c.model.num_res_blocks = 1
+  c.model.decoder_up_widths = (8, 4)
+  c.model.critic_base_width = 4
+  c.model.classifier_widths = (4, 8)
+  return c

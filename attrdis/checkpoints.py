@@ -8,7 +8,9 @@ workdir alone, and a restart can refuse an incompatible config).
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from typing import Any
 
 import grain.python as grain
 import jax
@@ -65,9 +67,66 @@ def restore_train(mngr: ocp.CheckpointManager, step: int, abstract_state, data_i
   ))["state"]
 
 
+def restore_state_unsharded(path: str):
+  """A saved train state as a pytree of arrays on one device, whatever mesh saved it."""
+  checkpointer = ocp.StandardCheckpointer()
+  tree = checkpointer.metadata(path).item_metadata
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
+  return checkpointer.restore(path, target)
+
+
 def abstract(tree, sharding=None):
   """ShapeDtypeStructs of a pytree (with ``sharding`` if given), for restoring into."""
   def one(x):
     return jax.ShapeDtypeStruct(x.shape, x.dtype,
                                 sharding=sharding if sharding is not None else x.sharding)
   return jax.tree.map(one, tree)
+
+
+@dataclasses.dataclass(frozen=True)
+class Trained:
+  """A trained model restored from a workdir alone (for sampling and evaluation)."""
+  config: ml_collections.ConfigDict
+  models: Any  # train_state.Models
+  params: dict  # {'gen': ..., 'critic': ..., 'cls': ...}
+  step: int
+
+
+def config_from_json(saved: dict) -> ml_collections.ConfigDict:
+  """The saved JSON config as a ConfigDict, lists turned back into tuples."""
+  def fix(v):
+    if isinstance(v, dict):
+      return {k: fix(x) for k, x in v.items()}
+    return tuple(v) if isinstance(v, list) else v
+  return ml_collections.ConfigDict(fix(saved))
+
+
+def load_trained(workdir: str, step: int | None = None) -> Trained:
+  """Restores the config and params of ``workdir``'s checkpoint (the latest unless ``step``)."""
+  from attrdis import train_state  # pylint: disable=g-import-not-at-top
+  directory = checkpoint_dir(workdir)
+  if not os.path.isdir(directory):
+    raise CheckpointError(f"No checkpoint in {workdir}: {directory} does not exist. Train "
+                          f"first: python run_train.py --config=... --workdir={workdir}")
+  mngr = manager(workdir, create=False)
+  steps = mngr.all_steps()
+  if not steps:
+    raise CheckpointError(f"No checkpoint in {directory}. Train first: python run_train.py "
+                          f"--config=... --workdir={workdir}")
+  if step is None:
+    step = max(steps)
+  elif step not in steps:
+    raise CheckpointError(f"No checkpoint for step {step} in {directory}; there are steps "
+                          f"{', '.join(map(str, sorted(steps)))}.")
+  config = config_from_json(restore_config(mngr, step))
+  params = restore_state_unsharded(os.path.join(directory, str(step), "state"))["params"]
+  heads = sorted(params["cls"], key=lambda k: int(k.rsplit("_", 1)[-1]))
+  num_classes = [params["cls"][k]["head"]["kernel"].shape[-1] for k in heads]
+  models = train_state.create_models(config, num_classes)
+  expected = jax.eval_shape(lambda: train_state.init_params(models, jax.random.key(0)))
+  if jax.tree.structure(expected) != jax.tree.structure(params) or any(
+      a.shape != b.shape for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(params))):
+    raise CheckpointError(f"The checkpoint in {directory} does not match the model its own "
+                          "config describes; it was made by another version of attrdis.")
+  return Trained(config=config, models=models, params=params, step=int(step))

@@ -4,6 +4,11 @@ import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Compiles dominate the suite's time on a CPU: share them between tests, xdist workers and the
+# run_train.py subprocesses the tests start (they inherit the environment).
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join("/tmp", f"attrdis-test-jax-cache-{os.getuid()}"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 import pytest  # noqa: E402
 

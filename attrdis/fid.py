@@ -1,0 +1,429 @@
+"""Fréchet Inception Distance, as pytorch-fid computes it, in JAX (DESIGN.md §4).
+
+Library:
+
+* :class:`InceptionFeatureExtractor` — jitted, batched pool3 (2048-d) features of images (NHWC,
+  uint8 or float in [0, 1], any size: resized to 299 like pytorch-fid) with the FID
+  Inception-V3 of :mod:`attrdis.inception`.
+* :func:`compute_statistics` — mu and sigma (``np.cov`` semantics, ddof = 1), float64.
+* :func:`frechet_distance` — ‖μ₁−μ₂‖² + Tr Σ₁ + Tr Σ₂ − 2 Tr (Σ₁Σ₂)^½ in float64 on the host;
+  the trace term is Σ √λ over the (clipped ≥ 0) eigenvalues of the symmetric √Σ₁ Σ₂ √Σ₁
+  (``eigh`` throughout), so singular covariances (fewer samples than dimensions) are safe.
+  :func:`frechet_distance_jnp` is the same in jnp (jitted; float64 by default).
+* :func:`fid_from_features` — FID of two feature sets (exact low-rank form when n ≤ d).
+
+Command (like ``python -m pytorch_fid``)::
+
+    python -m attrdis.fid PATH1 PATH2 --weights=pt_inception-2015-12-05-6726825d.pth \
+        [--batch-size 50] [--save-stats]
+
+Each PATH is a folder of images or an ``.npz`` with ``mu`` and ``sigma``; prints ``FID: <value>``.
+With ``--save-stats`` the statistics of PATH1 are written to PATH2 (an .npz that must not exist).
+``--weights`` takes pytorch-fid's ``.pth`` (read without torch) or an ``.npz`` of the same state
+dict; it is not needed when both paths are .npz statistics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import os
+import pathlib
+import sys
+from typing import Callable, Iterable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.linalg
+from PIL import Image
+
+from attrdis import inception
+from attrdis.inception import FID_WEIGHTS_FILENAME, FID_WEIGHTS_URL
+
+logger = logging.getLogger(__name__)
+
+# The extensions pytorch-fid globs for (matched case-insensitively here).
+IMAGE_EXTENSIONS = ("bmp", "jpg", "jpeg", "pgm", "png", "ppm", "tif", "tiff", "webp")
+DEFAULT_BATCH_SIZE = 50
+
+
+class FIDError(Exception):
+  """A user-facing problem (bad path, unreadable image, …); the CLI prints it as one line."""
+
+
+# --------------------------------------------------------------------------------------------
+# Statistics and the Fréchet distance.
+# --------------------------------------------------------------------------------------------
+
+
+def compute_statistics(features) -> tuple[np.ndarray, np.ndarray]:
+  """(mu, sigma) of features (n, d): the mean and ``np.cov(rowvar=False)`` (ddof=1), float64."""
+  f = np.asarray(features, np.float64)
+  if f.ndim != 2:
+    raise ValueError(f"features must be (n, d), got shape {f.shape}")
+  if f.shape[0] < 2:
+    raise ValueError(f"statistics need at least 2 samples, got {f.shape[0]}")
+  return f.mean(axis=0), np.cov(f, rowvar=False)
+
+
+def _check_stats(mu1, sigma1, mu2, sigma2, xp=np, dtype=np.float64):
+  mu1, mu2 = xp.atleast_1d(xp.asarray(mu1, dtype)), xp.atleast_1d(xp.asarray(mu2, dtype))
+  sigma1, sigma2 = xp.atleast_2d(xp.asarray(sigma1, dtype)), xp.atleast_2d(xp.asarray(sigma2, dtype))
+  d = mu1.shape[0]
+  if mu1.ndim != 1 or mu2.shape != (d,):
+    raise ValueError(f"means have different or bad shapes: {mu1.shape}, {mu2.shape}")
+  if sigma1.shape != (d, d) or sigma2.shape != (d, d):
+    raise ValueError(f"covariances must be {(d, d)}, got {sigma1.shape}, {sigma2.shape}")
+  return mu1, sigma1, mu2, sigma2
+
+
+def trace_sqrt_product(sigma1, sigma2) -> float:
+  """Tr (Σ₁Σ₂)^½ = Σ √λᵢ(√Σ₁ Σ₂ √Σ₁), eigenvalues clipped at 0, float64, symmetric eigh only.
+
+  With Σ₁ = V diag(w) Vᵀ, √Σ₁ Σ₂ √Σ₁ is orthogonally similar to diag(√w) (Vᵀ Σ₂ V) diag(√w),
+  whose eigenvalues are taken (w clipped at 0 first).
+  """
+  s1 = np.asarray(sigma1, np.float64)
+  s2 = np.asarray(sigma2, np.float64)
+  s1, s2 = 0.5 * (s1 + s1.T), 0.5 * (s2 + s2.T)
+  w, v = scipy.linalg.eigh(s1, check_finite=False)
+  sw = np.sqrt(np.clip(w, 0.0, None))
+  m = (v.T @ s2 @ v) * np.outer(sw, sw)
+  ev = scipy.linalg.eigh(0.5 * (m + m.T), eigvals_only=True, check_finite=False)
+  return float(np.sqrt(np.clip(ev, 0.0, None)).sum())
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
+  """FID between N(mu1, sigma1) and N(mu2, sigma2), float64 on the host."""
+  mu1, sigma1, mu2, sigma2 = _check_stats(mu1, sigma1, mu2, sigma2)
+  for name, a in (("mu1", mu1), ("sigma1", sigma1), ("mu2", mu2), ("sigma2", sigma2)):
+    if not np.all(np.isfinite(a)):
+      raise ValueError(f"{name} has non-finite values")
+  diff = mu1 - mu2
+  return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2)
+               - 2.0 * trace_sqrt_product(sigma1, sigma2))
+
+
+_HI = jax.lax.Precision.HIGHEST
+
+
+@jax.jit
+def _frechet_distance_jnp(mu1, sigma1, mu2, sigma2):
+  sym = lambda a: 0.5 * (a + a.T)
+  s1, s2 = sym(sigma1), sym(sigma2)
+  w, v = jnp.linalg.eigh(s1)
+  sw = jnp.sqrt(jnp.clip(w, 0.0))
+  m = jnp.matmul(jnp.matmul(v.T, s2, precision=_HI), v, precision=_HI) * jnp.outer(sw, sw)
+  ev = jnp.linalg.eigvalsh(sym(m))
+  tr_covmean = jnp.sum(jnp.sqrt(jnp.clip(ev, 0.0)))
+  diff = mu1 - mu2
+  return jnp.dot(diff, diff, precision=_HI) + jnp.trace(s1) + jnp.trace(s2) - 2.0 * tr_covmean
+
+
+def frechet_distance_jnp(mu1, sigma1, mu2, sigma2, dtype=jnp.float64) -> jax.Array:
+  """:func:`frechet_distance` in jnp (jitted) on the default device.
+
+  float64 (the default; enabled for this call with ``jax.enable_x64``) is what FID needs: in
+  float32 the eigenvalues that should be 0 come out at ~1e-7·λmax, and the sum of their square
+  roots over 2048 dimensions biases the result (badly for singular covariances). ``dtype=
+  jnp.float32`` is offered for speed on devices without float64.
+  """
+  dtype = jnp.dtype(dtype)
+  with jax.enable_x64(dtype == jnp.float64):
+    args = _check_stats(mu1, sigma1, mu2, sigma2, xp=np, dtype=dtype)
+    return _frechet_distance_jnp(*(jnp.asarray(a, dtype) for a in args))
+
+
+def fid_from_features(features1, features2) -> float:
+  """FID between two feature sets (n₁, d) and (n₂, d), each with n ≥ 2, float64.
+
+  Equal to ``frechet_distance(*compute_statistics(features1), *compute_statistics(features2))``.
+  When both sets are no larger than d (e.g. a few hundred images, 2048-d features) it uses the
+  exact low-rank form: with centred features A₁, A₂, Tr (Σ₁Σ₂)^½ is the sum of the singular
+  values of A₁A₂ᵀ / √((n₁−1)(n₂−1)), which is cheaper and has no near-zero-eigenvalue noise.
+  """
+  mu1, s1 = compute_statistics(features1)
+  mu2, s2 = compute_statistics(features2)
+  f1 = np.asarray(features1, np.float64)
+  f2 = np.asarray(features2, np.float64)
+  (n1, d), (n2, d2) = f1.shape, f2.shape
+  if d != d2:
+    raise ValueError(f"feature dimensions differ: {d} vs {d2}")
+  if max(n1, n2) > d:
+    return frechet_distance(mu1, s1, mu2, s2)
+  a1, a2 = f1 - mu1, f2 - mu2
+  sv = scipy.linalg.svdvals(a1 @ a2.T, check_finite=False)
+  tr_covmean = sv.sum() / np.sqrt((n1 - 1) * (n2 - 1))
+  diff = mu1 - mu2
+  return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * tr_covmean)
+
+
+# --------------------------------------------------------------------------------------------
+# Features.
+# --------------------------------------------------------------------------------------------
+
+
+def missing_weights_message(path) -> str:
+  return (f"FID weights not found: {path!s}. Give --weights=PATH to pytorch-fid's "
+          f"{FID_WEIGHTS_FILENAME} (published at {FID_WEIGHTS_URL}; it cannot be downloaded at "
+          "run time here, fetch it elsewhere and pass its path)")
+
+
+def load_weights(path) -> dict:
+  """Flax variables from a FID weight file (.pth read without torch, or .npz); FIDError if bad."""
+  if path is None or not os.path.isfile(path):
+    raise FIDError(missing_weights_message(path))
+  try:
+    return inception.load_variables(path)
+  except (inception.WeightsError, inception.UnsafePickleError) as e:
+    raise FIDError(f"{path}: {e}") from None
+  except (OSError, ValueError, EOFError) as e:
+    raise FIDError(f"{path}: cannot read weight file: {e}") from None
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted_network(precision):
+  """One jitted network per precision, shared by all extractors (compiled once per shape)."""
+  model = inception.FIDInceptionV3(precision=precision)
+  return jax.jit(lambda v, x: model.apply(v, x, preprocess_input=False))
+
+
+_jitted_preprocess = jax.jit(inception.preprocess)
+
+
+class InceptionFeatureExtractor:
+  """Jitted, batched FID Inception pool3 features.
+
+  Batches are padded to ``batch_size`` (by repeating the last image) so that the network is
+  compiled once per image size; the output is float32 (n, 2048).
+  """
+
+  def __init__(self, variables: dict, batch_size: int = DEFAULT_BATCH_SIZE,
+               precision=jax.lax.Precision.HIGHEST):
+    if batch_size < 1:
+      raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+    self.variables = jax.device_put(variables)
+    self.batch_size = int(batch_size)
+    self._net = _jitted_network(precision)
+    self._prep = _jitted_preprocess
+
+  @classmethod
+  def from_weights(cls, path, batch_size: int = DEFAULT_BATCH_SIZE) -> "InceptionFeatureExtractor":
+    return cls(load_weights(path), batch_size)
+
+  def _run_batch(self, batch: np.ndarray, batch_size: int) -> np.ndarray:
+    n = batch.shape[0]
+    if n < batch_size:
+      pad = np.repeat(batch[-1:], batch_size - n, axis=0)
+      batch = np.concatenate([batch, pad], axis=0)
+    return np.asarray(self._net(self.variables, self._prep(batch)))[:n]
+
+  def __call__(self, images, value_range: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
+    """Features of images (N, H, W, C), C ∈ {1, 3}; uint8 (0..255) or float in ``value_range``."""
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] not in (1, 3):
+      raise ValueError(f"images must be (N, H, W, 1|3), got shape {images.shape}")
+    if images.shape[-1] == 1:
+      images = np.repeat(images, 3, axis=-1)
+    if images.dtype != np.uint8:
+      lo, hi = value_range
+      images = images.astype(np.float32)
+      if (lo, hi) != (0.0, 1.0):
+        images = (images - np.float32(lo)) / np.float32(hi - lo)
+    n = images.shape[0]
+    if n == 0:
+      return np.zeros((0, inception.FEATURE_DIM), np.float32)
+    bs = min(self.batch_size, n)
+    return np.concatenate([self._run_batch(images[i:i + bs], bs) for i in range(0, n, bs)])
+
+  def features_of_files(self, files: Sequence[os.PathLike | str], log_every: int = 10,
+                        name: str = "") -> np.ndarray:
+    """Features of image files (read as RGB like pytorch-fid), streamed batch by batch.
+
+    Logs progress every ``log_every`` batches (and at the end) at INFO level.
+    """
+    files = list(files)
+    n = len(files)
+    bs = min(self.batch_size, max(n, 1))
+    out = []
+    n_batches = (n + bs - 1) // bs
+    for b, i in enumerate(range(0, n, bs)):
+      images = [read_image(p) for p in files[i:i + bs]]
+      # A batch can only hold one image size: run each same-size run separately.
+      start = 0
+      while start < len(images):
+        stop = start + 1
+        while stop < len(images) and images[stop].shape == images[start].shape:
+          stop += 1
+        out.append(self._run_batch(np.stack(images[start:stop]), bs))
+        start = stop
+      done = min(i + bs, n)
+      if (b + 1) % max(log_every, 1) == 0 or b + 1 == n_batches:
+        logger.info("%s%d/%d images", f"{name}: " if name else "", done, n)
+    if not out:
+      return np.zeros((0, inception.FEATURE_DIM), np.float32)
+    return np.concatenate(out)
+
+
+def read_image(path) -> np.ndarray:
+  """An image file as uint8 RGB (H, W, 3); FIDError naming the file if it cannot be read."""
+  try:
+    with Image.open(path) as im:
+      return np.asarray(im.convert("RGB"), np.uint8)
+  except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    raise FIDError(f"cannot read image {path}: {e}") from None
+
+
+def list_images(folder) -> list[pathlib.Path]:
+  """Image files directly in ``folder`` (not recursive), sorted; FIDError if there are none."""
+  folder = pathlib.Path(folder)
+  files = sorted(p for p in folder.iterdir()
+                 if p.is_file() and p.suffix[1:].lower() in IMAGE_EXTENSIONS)
+  if not files:
+    raise FIDError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {folder}")
+  if len(files) < 2:
+    raise FIDError(f"{folder}: FID needs at least 2 images, found {len(files)}")
+  return files
+
+
+def fid_from_images(images1, images2, extractor: InceptionFeatureExtractor,
+                    value_range: tuple[float, float] = (0.0, 1.0)) -> float:
+  """FID between two image arrays (N, H, W, C) — e.g. generated vs real, in ``value_range``."""
+  return fid_from_features(extractor(images1, value_range), extractor(images2, value_range))
+
+
+# --------------------------------------------------------------------------------------------
+# Paths (folders or .npz statistics) and the command.
+# --------------------------------------------------------------------------------------------
+
+
+def _is_stats(path) -> bool:
+  return str(path).endswith(".npz")
+
+
+def load_statistics(path) -> tuple[np.ndarray, np.ndarray]:
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      if "mu" not in f.files or "sigma" not in f.files:
+        raise FIDError(f"{path}: an .npz of statistics needs arrays 'mu' and 'sigma'")
+      return np.asarray(f["mu"]), np.asarray(f["sigma"])
+  except (OSError, ValueError) as e:
+    raise FIDError(f"{path}: cannot read statistics: {e}") from None
+
+
+def _stats_or_features(path, get_extractor, log_every):
+  if _is_stats(path):
+    return "stats", load_statistics(path)
+  files = list_images(path)
+  return "features", get_extractor().features_of_files(files, log_every=log_every, name=str(path))
+
+
+def statistics_of_path(path, get_extractor: Callable[[], InceptionFeatureExtractor],
+                       log_every: int = 10) -> tuple[np.ndarray, np.ndarray]:
+  """(mu, sigma) of an .npz of statistics or of a folder of images."""
+  kind, value = _stats_or_features(path, get_extractor, log_every)
+  return value if kind == "stats" else compute_statistics(value)
+
+
+def _check_exists(paths: Iterable[str]) -> None:
+  for p in paths:
+    if not os.path.exists(p):
+      raise FIDError(f"invalid path: {p} does not exist")
+    if not _is_stats(p) and not os.path.isdir(p):
+      raise FIDError(f"invalid path: {p} is neither a folder of images nor an .npz of statistics")
+
+
+def _extractor_factory(weights, batch_size) -> Callable[[], InceptionFeatureExtractor]:
+  @functools.lru_cache(maxsize=None)
+  def get():
+    return InceptionFeatureExtractor(load_weights(weights), batch_size)
+  return get
+
+
+def fid_of_paths(path1, path2, weights=None, batch_size: int = DEFAULT_BATCH_SIZE,
+                 log_every: int = 10) -> float:
+  """FID between two paths (folders of images or .npz of mu/sigma), like pytorch-fid."""
+  paths = [str(path1), str(path2)]
+  _check_exists(paths)
+  for p in paths:  # fail on an empty folder before loading weights
+    if not _is_stats(p):
+      list_images(p)
+  if any(not _is_stats(p) for p in paths) and (weights is None or not os.path.isfile(weights)):
+    raise FIDError(missing_weights_message(weights))
+  get = _extractor_factory(weights, batch_size)
+  (k1, v1), (k2, v2) = (_stats_or_features(p, get, log_every) for p in paths)
+  try:
+    if k1 == k2 == "features":
+      return fid_from_features(v1, v2)
+    s1 = v1 if k1 == "stats" else compute_statistics(v1)
+    s2 = v2 if k2 == "stats" else compute_statistics(v2)
+    return frechet_distance(*s1, *s2)
+  except ValueError as e:
+    raise FIDError(f"cannot compare {paths[0]} and {paths[1]}: {e}") from None
+
+
+def save_statistics(path, output, weights=None, batch_size: int = DEFAULT_BATCH_SIZE,
+                    log_every: int = 10) -> str:
+  """Writes mu/sigma of ``path`` to ``output`` (.npz appended if missing); returns the file name."""
+  path, output = str(path), str(output)
+  _check_exists([path])
+  if not output.endswith(".npz"):
+    output += ".npz"
+  if os.path.exists(output):
+    raise FIDError(f"existing output file: {output}")
+  if not _is_stats(path):
+    list_images(path)
+    if weights is None or not os.path.isfile(weights):
+      raise FIDError(missing_weights_message(weights))
+  mu, sigma = statistics_of_path(path, _extractor_factory(weights, batch_size), log_every)
+  np.savez_compressed(output, mu=mu, sigma=sigma)
+  return output
+
+
+def _parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(
+      prog="python -m attrdis.fid",
+      description="Fréchet Inception Distance between two folders of images (or .npz statistics), "
+                  "with pytorch-fid's FID Inception-V3 weights, computed in JAX.")
+  p.add_argument("path", nargs=2, metavar="PATH",
+                 help="a folder of images or an .npz with 'mu' and 'sigma'")
+  p.add_argument("--weights", metavar="FILE",
+                 help=f"pytorch-fid's {FID_WEIGHTS_FILENAME} (or an .npz of that state dict); "
+                      f"published at {FID_WEIGHTS_URL}")
+  p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+  p.add_argument("--save-stats", action="store_true",
+                 help="compute the statistics of the first path and save them to the second")
+  p.add_argument("--log-every", type=int, default=10, metavar="N",
+                 help="report progress every N batches (on stderr)")
+  return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  args = _parser().parse_args(argv)
+  if args.batch_size < 1:
+    print("error: --batch-size must be at least 1", file=sys.stderr)
+    return 2
+  if not logger.handlers:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+  logger.setLevel(logging.INFO)
+  try:
+    if args.save_stats:
+      out = save_statistics(args.path[0], args.path[1], args.weights, args.batch_size,
+                            args.log_every)
+      print(f"Saved statistics of {args.path[0]} to {out}")
+    else:
+      fid = fid_of_paths(args.path[0], args.path[1], args.weights, args.batch_size,
+                         args.log_every)
+      print(f"FID: {fid}")
+  except FIDError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -24,29 +24,107 @@ class CheckpointError(RuntimeError):
   """A workdir or checkpoint that cannot be used; the message says what to do."""
 
 
+class CheckpointWriteError(CheckpointError):
+  """Writing a checkpoint failed (disk full, permissions); the previous ones are intact."""
+
+
 def checkpoint_dir(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), "checkpoints")
 
 
-def manager(workdir: str, keep: int = 3, create: bool = True) -> ocp.CheckpointManager:
+def manager(workdir: str, keep: int = 3, create: bool = True,
+            cleanup_tmp: bool = False) -> ocp.CheckpointManager:
+  """Orbax writes each checkpoint into ``<step>.orbax-checkpoint-tmp-*`` and renames it to
+  ``<step>`` when complete (atomic on local and POSIX network file systems), so a process
+  killed mid-write leaves only a temporary folder, which readers ignore. ``cleanup_tmp``
+  (training only: a reader must not delete a running training's write) removes such
+  leftovers when the manager is created."""
   return ocp.CheckpointManager(
       checkpoint_dir(workdir),
       options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=create,
-                                           enable_async_checkpointing=True),
+                                           enable_async_checkpointing=True,
+                                           cleanup_tmp_directories=cleanup_tmp),
   )
+
+
+def complete_steps(workdir: str) -> list[int]:
+  """The steps whose checkpoint folder is complete (renamed from its temporary name)."""
+  try:
+    names = os.listdir(checkpoint_dir(workdir))
+  except OSError:
+    return []
+  return sorted(int(n) for n in names if n.isdigit())
+
+
+def _reason(e: BaseException) -> str:
+  """A short description of a write failure (tensorstore's messages are long)."""
+  from attrdis import errors  # pylint: disable=g-import-not-at-top
+  if isinstance(e, OSError) and e.strerror:
+    return f"{e.strerror}" + (f": {e.filename}" if e.filename else "")
+  text = errors.one_line(str(e)) or type(e).__name__
+  for known in ("No space left on device", "File too large", "Disk quota exceeded",
+                "Permission denied", "Read-only file system"):
+    if known in text:
+      return known
+  return text[:300]
+
+
+def write_error(workdir: str, step: int | None, e: BaseException) -> CheckpointWriteError:
+  done = [s for s in complete_steps(workdir) if step is None or s < step]
+  kept = (f"the last complete checkpoint (step {done[-1]}) is intact; start the same command "
+          "again to resume from it") if done else "no earlier checkpoint exists"
+  what = f"the checkpoint of step {step}" if step is not None else "a checkpoint"
+  return CheckpointWriteError(
+      f"Could not write {what} in {checkpoint_dir(workdir)} ({_reason(e)}); {kept} once the "
+      "disk has space and the folder is writable.")
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state, data_iterator,
          config: ml_collections.ConfigDict) -> None:
-  mngr.save(step, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(state),
-      data=grain.PyGrainCheckpointSave(data_iterator),
-      config=ocp.args.JsonSave(config.to_dict()),
-  ))
+  """Starts an asynchronous save of ``step``. A failure of the previous asynchronous save
+  surfaces here (or in :func:`wait`) as a :class:`CheckpointWriteError`."""
+  workdir = os.path.dirname(str(mngr.directory))
+  try:
+    mngr.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        data=grain.PyGrainCheckpointSave(data_iterator),
+        config=ocp.args.JsonSave(config.to_dict()),
+    ))
+  except Exception as e:  # pylint: disable=broad-except
+    failed = getattr(mngr, "_attrdis_in_flight", step)
+    raise write_error(workdir, failed, e) from e
+  mngr._attrdis_in_flight = step  # pylint: disable=protected-access
+
+
+def wait(mngr: ocp.CheckpointManager) -> None:
+  """Waits for the asynchronous save in flight; raises CheckpointWriteError if it failed."""
+  workdir = os.path.dirname(str(mngr.directory))
+  try:
+    mngr.wait_until_finished()
+    mngr.check_for_errors()
+  except Exception as e:  # pylint: disable=broad-except
+    raise write_error(workdir, getattr(mngr, "_attrdis_in_flight", None), e) from e
+
+
+def not_attrdis(directory: str, step: int, e: BaseException) -> CheckpointError:
+  from attrdis import errors  # pylint: disable=g-import-not-at-top
+  return CheckpointError(
+      f"{os.path.join(directory, str(step))} is not a readable attrdis checkpoint "
+      f"({errors.one_line(str(e))[:200] or type(e).__name__}); it may come from another "
+      "program or be damaged. Use another --workdir, or remove that folder to fall back to "
+      "an earlier step.")
 
 
 def restore_config(mngr: ocp.CheckpointManager, step: int) -> dict:
-  return mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+  try:
+    config = mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+    config = config["config"]
+  except Exception as e:  # pylint: disable=broad-except
+    raise not_attrdis(str(mngr.directory), step, e) from e
+  if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+    raise not_attrdis(str(mngr.directory), step, ValueError("its config item is not an "
+                                                            "attrdis config"))
+  return config
 
 
 def check_compatible(saved_config: dict, config: ml_collections.ConfigDict,
@@ -61,10 +139,19 @@ def check_compatible(saved_config: dict, config: ml_collections.ConfigDict,
 
 def restore_train(mngr: ocp.CheckpointManager, step: int, abstract_state, data_iterator):
   """Restores state (into the shardings of ``abstract_state``) and the iterator in place."""
-  return mngr.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract_state),
-      data=grain.PyGrainCheckpointRestore(data_iterator),
-  ))["state"]
+  try:
+    return mngr.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state),
+        data=grain.PyGrainCheckpointRestore(data_iterator),
+    ))["state"]
+  except (ValueError, KeyError, TypeError, FileNotFoundError) as e:
+    directory = os.path.join(str(mngr.directory), str(step))
+    if "process_" in str(e) and isinstance(e, (FileNotFoundError, ValueError)):
+      raise CheckpointError(
+          f"{directory} holds the data position of a run with another number of processes "
+          f"(this run has {jax.process_count()}); resume with the process count that made it, "
+          "or use a new --workdir.") from e
+    raise not_attrdis(str(mngr.directory), step, e) from e
 
 
 def restore_state_unsharded(path: str):

@@ -5,6 +5,9 @@ Configs under ``configs/`` start from :func:`base_config` and change what their 
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import ml_collections
 
 # Fields whose change makes a checkpoint unusable (shapes, labels or data differ).
@@ -34,6 +37,17 @@ def base_config() -> ml_collections.ConfigDict:
   c.sample_every_steps = 1000  # image grids to TensorBoard and workdir/samples/
   c.num_sample_images = 8
   c.eval_every_steps = 0  # 0: never run the evaluator during training
+
+  # Non-finite losses (notes/reliability.md). Every step flags a non-finite loss term or
+  # update in its metrics and leaves the params and optimizer states as they were (the step
+  # counter still advances); the host sees the flag when it fetches metrics (every
+  # log_every_steps, and before every checkpoint, so no non-finite step precedes a save).
+  # False: stop there, naming the terms and the step; the last checkpoint is kept.
+  # True: go on, skipping such updates; the metric `nonfinite_updates` counts them.
+  c.skip_nonfinite_updates = False
+  # For tests of the above only: N > 0 replaces the images of step N's batch with NaN
+  # (on the host, before the step; the compiled step is unchanged). 0: off.
+  c.debug_nan_at_step = 0
 
   c.dataset = ml_collections.ConfigDict()
   c.dataset.name = "synthetic_faces"
@@ -96,8 +110,48 @@ def structural_differences(saved: dict, current: ml_collections.ConfigDict) -> l
   return diffs
 
 
+def _kind(value):
+  """The type family a config value must keep: bool, int, float, str or tuple."""
+  if isinstance(value, bool):
+    return bool
+  if isinstance(value, numbers.Integral):
+    return int
+  if isinstance(value, numbers.Real):
+    return float
+  if isinstance(value, str):
+    return str
+  if isinstance(value, (tuple, list)):
+    return tuple
+  return None
+
+
+def check_types(config, reference=None, prefix="config.") -> None:
+  """Each field that :func:`base_config` defines keeps its type (an int may stand for a float,
+  a list for a tuple); a config file that sets ``batch_size = "16"`` is refused here."""
+  reference = base_config() if reference is None else reference
+  for key in reference.keys():
+    if key not in config:
+      continue
+    want, got = reference[key], config[key]
+    name = f"{prefix}{key}"
+    if isinstance(want, (dict, ml_collections.ConfigDict)):
+      if not isinstance(got, (dict, ml_collections.ConfigDict)):
+        raise ConfigError(f"{name}={got!r}: must be a group of fields, like the base config's.")
+      check_types(got, want, name + ".")
+      continue
+    kind, have = _kind(want), _kind(got)
+    if kind is None or kind == have or (kind is float and have is int):
+      continue
+    example = {bool: "True or False", int: "an integer", float: "a number", str: "a string",
+               tuple: "a tuple, e.g. ('a', 'b')"}[kind]
+    raise ConfigError(f"{name}={got!r} ({type(got).__name__}): must be {example}.")
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks that need no dataset and no devices. Raises ConfigError naming the field."""
+  check_types(config)
+  if not 0 <= config.seed < 2**31:
+    raise ConfigError(f"config.seed={config.seed}: must be from 0 to 2**31 - 1.")
   s = config.image_size
   if not isinstance(s, int) or s % 8 or not 16 <= s <= 256:
     raise ConfigError(f"config.image_size={s!r}: must be a multiple of 8 from 16 to 256.")
@@ -112,6 +166,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
                       "attribute to model (e.g. 'identity,expression').")
   if len(set(attrs)) != len(attrs):
     raise ConfigError(f"config.dataset.attributes={attrs}: an attribute is named twice.")
+  for a in attrs:
+    if not isinstance(a, str) or not a or any(ch in a for ch in ", ()'\""):
+      raise ConfigError(
+          f"config.dataset.attributes={attrs}: {a!r} is not an attribute name; on the command "
+          "line give a tuple: --config.dataset.attributes=\"('identity','expression')\".")
   m = config.model
   if len(m.encoder_widths) != 3:
     raise ConfigError(f"config.model.encoder_widths={tuple(m.encoder_widths)}: needs 3 widths "
@@ -126,6 +185,22 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if not 0.0 <= config.optimizer.decay_fraction <= 1.0:
     raise ConfigError(f"config.optimizer.decay_fraction={config.optimizer.decay_fraction}: "
                       "must be in [0, 1].")
-  for name in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
+  for name in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints",
+               "sample_every_steps", "num_sample_images"):
     if config[name] < 1:
       raise ConfigError(f"config.{name}={config[name]}: must be ≥ 1.")
+  if config.num_train_steps <= 0 and config.num_epochs < 1:
+    raise ConfigError(f"config.num_epochs={config.num_epochs}: must be ≥ 1 (or set "
+                      "config.num_train_steps).")
+  for name, value in flat_items(config.loss_weights, "loss_weights."):
+    if not math.isfinite(value) or value < 0:
+      raise ConfigError(f"config.{name}={value}: must be a finite number ≥ 0.")
+  lr = config.optimizer.learning_rate
+  if not math.isfinite(lr) or lr <= 0:
+    raise ConfigError(f"config.optimizer.learning_rate={lr}: must be a finite number > 0.")
+  for name in ("b1", "b2"):
+    if not 0.0 <= config.optimizer[name] < 1.0:
+      raise ConfigError(f"config.optimizer.{name}={config.optimizer[name]}: must be in [0, 1).")
+  if config.get("debug_nan_at_step", 0) < 0:
+    raise ConfigError(f"config.debug_nan_at_step={config.debug_nan_at_step}: must be ≥ 0 "
+                      "(0: off).")

@@ -3,6 +3,14 @@
 Batches are dicts of numpy arrays: ``image`` float32 (b, S, S, 3) in [-1, 1] and ``label``
 int32 (b, M), one column per ``config.dataset.attributes`` in that order. Each process
 reads its own shard; the batch a process yields is its share of the global batch.
+
+Training order (the invariant multi-process training relies on): global batch k is the
+records ``perm_e[p*B:(p+1)*B]`` in that order, where B = config.batch_size, n the number of
+training records, e = k // (n // B) the epoch, p = k % (n // B), and perm_e the permutation
+of range(n) drawn by ``np.random.default_rng([seed, e])`` (the last n % B records of each
+permutation are dropped). A process reads only its rows [start, stop) of each global batch:
+the rows its devices hold. The global batches are therefore the same examples in the same
+order whatever the number of processes and of grain workers.
 """
 
 from __future__ import annotations
@@ -141,6 +149,67 @@ class ToModelInputs(grain.MapTransform):
     }
 
 
+class GlobalBatchRows:
+  """A random-access source whose element k is this process' rows of global batch k (a list
+  of records in row order); see the module docstring for the order. Grain's workers each
+  read whole elements, so the worker count does not change what a batch holds."""
+
+  def __init__(self, source, batch_size: int, rows: tuple[int, int], seed: int,
+               num_epochs: int | None = None):
+    self.source = source
+    self.num_records = len(source)
+    self.batch_size = batch_size
+    self.rows = (int(rows[0]), int(rows[1]))
+    self.seed = seed
+    self.batches_per_epoch = self.num_records // batch_size
+    if self.batches_per_epoch < 1:
+      raise ConfigError(f"config.batch_size={batch_size} is larger than the "
+                        f"{self.num_records} training records.")
+    # "Forever" is long enough for any run (and stays a lazy range in grain's sampler).
+    self.num_epochs = num_epochs if num_epochs is not None else 2**40 // self.batches_per_epoch
+    self._perm_epoch, self._perm = None, None
+
+  def __len__(self) -> int:
+    return self.batches_per_epoch * self.num_epochs
+
+  def __repr__(self) -> str:
+    return (f"GlobalBatchRows({self.source!r}, batch_size={self.batch_size}, "
+            f"rows={self.rows}, seed={self.seed})")
+
+  def permutation(self, epoch: int) -> np.ndarray:
+    if epoch != self._perm_epoch:
+      self._perm = np.random.default_rng([self.seed, epoch]).permutation(self.num_records)
+      self._perm_epoch = epoch
+    return self._perm
+
+  def record_keys(self, k: int) -> np.ndarray:
+    """The record keys of this process' rows of global batch k."""
+    epoch, position = divmod(int(k), self.batches_per_epoch)
+    start = position * self.batch_size
+    return self.permutation(epoch)[start + self.rows[0]:start + self.rows[1]]
+
+  def __getitem__(self, k: int):
+    return [self.source[int(i)] for i in self.record_keys(k)]
+
+
+class ToModelBatch(grain.MapTransform):
+  """A list of TFDS records → a batch {'image': (b,S,S,3) float32, 'label': (b,M) int32}."""
+
+  def __init__(self, attributes, image_size):
+    self.one = ToModelInputs(attributes, image_size)
+
+  def map(self, records):
+    examples = [self.one.map(r) for r in records]
+    return {k: np.stack([e[k] for e in examples]) for k in ("image", "label")}
+
+
+def process_rows(batch_size: int) -> tuple[int, int]:
+  """This process' contiguous share of the global batch when devices are grouped by process
+  (the training loop passes the rows its data sharding gives instead)."""
+  per_process = batch_size // jax.process_count()
+  return jax.process_index() * per_process, (jax.process_index() + 1) * per_process
+
+
 def default_num_workers(requested: int) -> int:
   if requested >= 0:
     return requested
@@ -149,30 +218,44 @@ def default_num_workers(requested: int) -> int:
 
 def create_loader(config: ml_collections.ConfigDict, builder, split: str, *, train: bool,
                   num_epochs: int | None = None, worker_count: int | None = None,
-                  seed: int | None = None) -> grain.DataLoader:
+                  seed: int | None = None,
+                  rows: tuple[int, int] | None = None) -> grain.DataLoader:
   """A grain DataLoader over one split, sharded by process, batched to this process' share.
 
   With ``train`` the records are shuffled anew each epoch (the seed and the epoch decide
-  the order) and epochs repeat forever unless ``num_epochs`` is given; the last incomplete
-  batch is dropped. Without ``train`` the order is fixed and the last batch is kept.
+  the order; see the module docstring) and epochs repeat forever unless ``num_epochs`` is
+  given; the last incomplete batch is dropped; ``rows`` = (start, stop) are the rows of
+  each global batch this process reads (default: its share by process index). Without
+  ``train`` the order is fixed, the last batch is kept, and processes read contiguous
+  shards of the split.
   """
   source = builder.as_data_source(split)
   if config.batch_size % jax.process_count():
     raise ConfigError(f"config.batch_size={config.batch_size} does not divide over "
                       f"{jax.process_count()} processes.")
-  per_process = config.batch_size // jax.process_count()
+  workers = (default_num_workers(config.dataset.num_workers)
+             if worker_count is None else worker_count)
+  if train:
+    batches = GlobalBatchRows(source, config.batch_size,
+                              rows if rows is not None else process_rows(config.batch_size),
+                              config.seed if seed is None else seed, num_epochs)
+    return grain.DataLoader(
+        data_source=batches,
+        sampler=grain.IndexSampler(num_records=len(batches), num_epochs=1, shuffle=False,
+                                   shard_options=grain.NoSharding()),
+        operations=[ToModelBatch(config.dataset.attributes, config.image_size)],
+        worker_count=workers,
+    )
   sampler = grain.IndexSampler(
       num_records=len(source),
-      shard_options=grain.ShardByJaxProcess(drop_remainder=train),
-      shuffle=train,
-      num_epochs=num_epochs if train else 1,
-      seed=config.seed if seed is None else seed,
+      shard_options=grain.ShardByJaxProcess(drop_remainder=False),
+      shuffle=False,
+      num_epochs=1,
   )
   return grain.DataLoader(
       data_source=source,
       sampler=sampler,
       operations=[ToModelInputs(config.dataset.attributes, config.image_size),
-                  grain.Batch(per_process, drop_remainder=train)],
-      worker_count=default_num_workers(config.dataset.num_workers)
-      if worker_count is None else worker_count,
+                  grain.Batch(config.batch_size // jax.process_count(), drop_remainder=False)],
+      worker_count=workers,
   )

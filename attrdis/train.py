@@ -3,27 +3,36 @@
 Everything random is a function of ``config.seed`` and the step; the data order is the
 grain iterator's, whose position is checkpointed with the params, so a run stopped and
 started again on the same workdir ends where an uninterrupted run would.
+
+Reliability (notes/reliability.md): SIGTERM/SIGINT end the run after the current step with
+a checkpoint at that step (all processes agree on the step through JAX's preemption sync
+point); non-finite steps are flagged inside the step, never applied, and stop the run (or
+are skipped, with ``config.skip_nonfinite_updates``) without a checkpoint after them;
+checkpoint writes are atomic and their failures name the last intact checkpoint. Under
+``jax.distributed`` every process runs this same loop on its rows of each global batch.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import signal
+import socket
+import sys
+import threading
 import time
 
 from absl import logging
-from clu import metric_writers
-from clu import parameter_overview
-from clu import periodic_actions
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from attrdis import checkpoints
 from attrdis import configuration
+from attrdis import errors
 from attrdis import images
 from attrdis import input_pipeline
-from attrdis import jsonl_writer
 from attrdis import sampling
 from attrdis import train_state as ts
 from attrdis import train_step as step_lib
@@ -34,7 +43,7 @@ def check_workdir(workdir: str) -> str:
   workdir = os.path.abspath(os.path.expanduser(workdir))
   try:
     os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f".write_test_{os.getpid()}")
+    probe = os.path.join(workdir, f".write_test_{socket.gethostname()}_{os.getpid()}")
     with open(probe, "w") as f:
       f.write("ok")
     os.remove(probe)
@@ -70,15 +79,128 @@ def sample_images(config, builder, info) -> np.ndarray:
   return np.stack([to_inputs.map(source[i])["image"] for i in range(n)])
 
 
+def fetch(tree):
+  """Device values as numpy on this host, for arrays that span other processes too: a
+  replicated array is read from a local copy; a sharded one is gathered (a collective: all
+  processes must call this together, as the loop does)."""
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+  def local(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      if x.sharding.is_fully_replicated:
+        return x.addressable_data(0)
+      return multihost_utils.process_allgather(x, tiled=True)
+    return x
+  return jax.device_get(jax.tree.map(local, tree))
+
+
+def data_rows(sharding: jax.sharding.Sharding, batch_size: int) -> tuple[int, int]:
+  """The rows [start, stop) of the global batch that this process' devices hold."""
+  index_map = sharding.addressable_devices_indices_map((batch_size,))
+  spans = sorted({(sl[0].start or 0, batch_size if sl[0].stop is None else sl[0].stop)
+                  for sl in index_map.values()})
+  start, stop = spans[0][0], spans[-1][1]
+  if sum(b - a for a, b in spans) != stop - start:
+    raise ConfigError(f"This process' devices hold rows {spans} of the global batch, not one "
+                      "contiguous block; the data pipeline needs a mesh whose devices are "
+                      "grouped by process.")
+  return start, stop
+
+
+def to_global(tree, sharding):
+  """Host values (the same on every process) as global arrays with ``sharding``; each
+  process fills its own devices, with no cross-process communication."""
+  def one(x):
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+  return jax.tree.map(one, tree)
+
+
+def compile_train_step(models, config, mesh, schedule, state, num_attributes):
+  """The jitted train step, compiled before the first step. With several processes, all
+  wait for each other here: a compile can take minutes and differ between processes, and
+  CPU collectives (gloo) give up on a peer after 30 s at their first use."""
+  _, data_sharding = step_lib.shardings(mesh)
+  s, b = config.image_size, config.batch_size
+  batch = {"image": jax.ShapeDtypeStruct((b, s, s, 3), np.float32, sharding=data_sharding),
+           "label": jax.ShapeDtypeStruct((b, num_attributes), np.int32,
+                                         sharding=data_sharding)}
+  compiled = step_lib.jit_train_step(models, config, mesh, schedule).lower(state, batch).compile()
+  if jax.process_count() > 1:
+    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+    ocp.multihost.sync_global_processes("attrdis_train_step_compiled", timeout=3600,
+                                        processes=set(range(jax.process_count())))
+  return compiled
+
+
+class Preemption:
+  """Turns SIGTERM and SIGINT into "stop after this step, with a checkpoint".
+
+  One process: Python handlers set a flag that the loop reads after each step. Several
+  processes: JAX's preemption notifier (installed by ``jax.distributed.initialize``) catches
+  SIGTERM on any process and the processes agree on a step through
+  ``multihost_utils.reached_preemption_sync_point``; SIGINT is forwarded to it as SIGTERM.
+  A second SIGINT aborts at once (KeyboardInterrupt) without saving.
+  """
+
+  def __init__(self):
+    self.signal_name = None
+    self._previous = {}
+    self._distributed = jax.process_count() > 1
+    if threading.current_thread() is not threading.main_thread():
+      logging.warning("Not in the main thread: SIGTERM/SIGINT will not save a checkpoint.")
+      return
+    handlers = {signal.SIGINT: self._forward} if self._distributed else {
+        signal.SIGTERM: self._on_signal, signal.SIGINT: self._on_signal}
+    for sig, handler in handlers.items():
+      self._previous[sig] = signal.signal(sig, handler)
+
+  def _on_signal(self, signum, frame):
+    del frame
+    if self.signal_name is not None and signum == signal.SIGINT:
+      raise KeyboardInterrupt
+    self.signal_name = signal.Signals(signum).name
+    sys.stderr.write(f"{self.signal_name} received: saving a checkpoint after the current "
+                     "step (Ctrl-C again aborts without saving).\n")
+
+  def _forward(self, signum, frame):
+    del signum, frame
+    if self.signal_name is not None:
+      raise KeyboardInterrupt
+    self.signal_name = "SIGINT"
+    sys.stderr.write("SIGINT received: all processes will save a checkpoint at a common step "
+                     "(Ctrl-C again aborts without saving).\n")
+    os.kill(os.getpid(), signal.SIGTERM)  # to JAX's preemption notifier
+
+  def reached(self, step: int) -> bool:
+    """Whether to stop after ``step`` (call it after every step, on every process)."""
+    if self._distributed:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      if multihost_utils.reached_preemption_sync_point(step):
+        self.signal_name = self.signal_name or "SIGTERM"
+        return True
+      return False
+    return self.signal_name is not None
+
+  def close(self) -> None:
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+    self._previous = {}
+
+
 def log_parameter_counts(params: dict) -> None:
+  from clu import parameter_overview  # pylint: disable=g-import-not-at-top
   for group in ts.GROUPS:
     parameter_overview.log_parameter_overview(params[group], msg=f"Parameters: {group}")
   counts = {g: parameter_overview.count_parameters(params[g]) for g in ts.GROUPS}
   logging.info("Parameter counts: %s (total %d)", counts, sum(counts.values()))
 
 
-def create_writer(workdir: str) -> metric_writers.MetricWriter:
+def create_writer(workdir: str):
   """TensorBoard + ``metrics.jsonl`` on process 0; logging only elsewhere."""
+  # clu.metric_writers imports TensorFlow (seconds): only once the checks have passed.
+  from clu import metric_writers  # pylint: disable=g-import-not-at-top
+  from attrdis import jsonl_writer  # pylint: disable=g-import-not-at-top
   if jax.process_index() != 0:
     return metric_writers.create_default_writer(just_logging=True)
   return metric_writers.MultiWriter([
@@ -87,9 +209,64 @@ def create_writer(workdir: str) -> metric_writers.MetricWriter:
   ])
 
 
-def mean_metrics(pending: list[dict]) -> dict:
-  host = jax.device_get(pending)
-  return {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+FLAGS = ("nonfinite", "nonfinite_state")  # per-step flags among the metrics (1.0 = set)
+
+
+def state_flag_fn(replicated):
+  """A jitted state → 1.0 if any param or optimizer state is NaN/inf, else 0.0 (on device;
+  run after every step, it is read with the metrics)."""
+  def flag(state):
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves((state.params, state.opt_state))
+              if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return 1.0 - jnp.all(jnp.stack(leaves)).astype(jnp.float32)
+  return jax.jit(flag, out_shardings=replicated)
+
+
+def fetch_pending(pending: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
+  return list(zip([s for s, _ in pending], fetch([m for _, m in pending])))
+
+
+def summarize(host: list[tuple[int, dict]], skip_nonfinite: bool) -> dict:
+  """Mean metrics of fetched steps; non-finite (skipped) steps are counted, not averaged."""
+  good = [m for _, m in host if not any(m.get(f, 0.0) for f in FLAGS)]
+  keys = [k for k in host[0][1] if k not in FLAGS]
+  scalars = {k: float(np.mean([m[k] for m in good])) if good else float("nan") for k in keys}
+  if skip_nonfinite:
+    scalars["nonfinite_updates"] = float(len(host) - len(good))
+  return scalars
+
+
+def nonfinite_error(host: list[tuple[int, dict]], workdir: str, last_saved: int | None,
+                    skip_nonfinite: bool) -> errors.NonFiniteError | None:
+  """The error to stop with if a fetched step was non-finite (None if training goes on).
+
+  A non-finite loss term stops the run unless ``skip_nonfinite`` (the step was not applied);
+  a non-finite state (finite losses, NaN/inf update) always does: it cannot be skipped."""
+  bad = [(s, m) for s, m in host
+         if m.get("nonfinite_state", 0.0) or (m.get("nonfinite", 0.0) and not skip_nonfinite)]
+  if not bad:
+    return None
+  step, m = bad[0]
+  terms = tuple(k for k, v in m.items() if k not in FLAGS and not np.isfinite(v))
+  if terms:
+    what = f"non-finite loss terms {', '.join(f'{k}={m[k]}' for k in terms)}"
+  else:
+    what = ("the update made the params or optimizer states non-finite (NaN/inf gradients) "
+            "while every loss term was finite")
+  kept = (f"the last good checkpoint is step {last_saved} in "
+          f"{checkpoints.checkpoint_dir(workdir)} (nothing later was saved)"
+          if last_saved is not None else "no checkpoint had been saved yet")
+  hint = ("Lower config.optimizer.learning_rate or check the data" if terms and not
+          skip_nonfinite else "Lower config.optimizer.learning_rate")
+  if terms and not skip_nonfinite:
+    hint += ", or set config.skip_nonfinite_updates=True to skip such steps"
+  return errors.NonFiniteError(f"Step {step}: {what}. Training stopped; {kept}. {hint}.",
+                               step=step, terms=terms)
+
+
+def poison(batch: dict) -> dict:
+  """config.debug_nan_at_step: the batch with NaN images (a test of the non-finite path)."""
+  return dict(batch, image=np.full_like(batch["image"], np.nan))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -97,16 +274,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   """Trains (or resumes) in ``workdir``; returns the final state.
 
   ``stop_at_step`` ends the run early at that step, with a checkpoint, as a preemption
-  would; started again, the run continues to ``num_train_steps``.
+  would; started again, the run continues to ``num_train_steps``. SIGTERM/SIGINT do the same
+  at the current step. Raises ``errors.NonFiniteError`` on a non-finite step (unless
+  ``config.skip_nonfinite_updates``), ``checkpoints.CheckpointWriteError`` if a checkpoint
+  cannot be written, ``ConfigError``/``CheckpointError`` for unusable inputs.
   """
   configuration.validate(config)
   check_devices(config)
   workdir = check_workdir(workdir)
-  mngr = checkpoints.manager(workdir, keep=config.keep_checkpoints)
+  mngr = checkpoints.manager(workdir, keep=config.keep_checkpoints, cleanup_tmp=True)
   latest = mngr.latest_step()
   if latest is not None:
     checkpoints.check_compatible(checkpoints.restore_config(mngr, latest), config, workdir)
+  preemption = Preemption()
+  try:
+    return _train(config, workdir, stop_at_step, mngr, latest, preemption)
+  except KeyboardInterrupt:
+    raise
+  except BaseException:
+    # Let the checkpoint in flight (the last good one) complete before the error ends the run.
+    try:
+      checkpoints.wait(mngr)
+    except checkpoints.CheckpointError as e:
+      logging.error("%s", e)
+    raise
+  finally:
+    preemption.close()
 
+
+def _train(config, workdir, stop_at_step, mngr, latest, preemption) -> ts.TrainState:
+  """The loop of :func:`train_and_evaluate` (after its checks)."""
   builder, info = input_pipeline.load(config)
   num_train_steps = num_steps(config, info)
   models = ts.create_models(config, info.num_classes, num_train_steps)
@@ -114,58 +311,92 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   mesh = step_lib.make_mesh()
   replicated, data_sharding = step_lib.shardings(mesh)
 
-  state = jax.device_put(ts.create_train_state(models, config.seed), replicated)
+  host_state = ts.create_train_state(models, config.seed)
   if jax.process_index() == 0:
-    log_parameter_counts(state.params)
+    log_parameter_counts(host_state.params)
+  state = to_global(host_state, replicated)
+  del host_state
 
-  data_iter = iter(input_pipeline.create_loader(config, builder, "train", train=True))
+  rows = data_rows(data_sharding, config.batch_size)
+  data_iter = iter(input_pipeline.create_loader(config, builder, "train", train=True,
+                                                rows=rows))
   if latest is not None:
     logging.info("Resuming from %s at step %d.", checkpoints.checkpoint_dir(workdir), latest)
     state = checkpoints.restore_train(mngr, latest, checkpoints.abstract(state), data_iter)
-  initial_step = int(jax.device_get(state.step))
+  initial_step = int(fetch(state.step))
 
   writer = create_writer(workdir)
   if initial_step == 0:
     writer.write_hparams({k: str(v) if isinstance(v, (tuple, list)) else v
                           for k, v in configuration.flat_items(config)})
-  train_fn = step_lib.jit_train_step(models, config, mesh, schedule)
+  train_fn = compile_train_step(models, config, mesh, schedule, state, len(info.attributes))
+  state_flag = state_flag_fn(replicated)
   grid_fn = jax.jit(functools.partial(sampling.monitoring_rows, models))
-  monitor_x = jax.device_put(sample_images(config, builder, info), replicated)
+  monitor_x = to_global(sample_images(config, builder, info), replicated)
+  from clu import periodic_actions  # pylint: disable=g-import-not-at-top
   report = periodic_actions.ReportProgress(num_train_steps=num_train_steps,
                                            every_steps=config.log_every_steps)
 
-  logging.info("Training %s on %s (%s) for %d steps from step %d on %d device(s).",
+  logging.info("Training %s on %s (%s) for %d steps from step %d on %d device(s), %d "
+               "process(es); this process reads rows %s of each global batch.",
                ",".join(info.attributes), info.name, info.num_classes, num_train_steps,
-               initial_step, jax.device_count())
+               initial_step, jax.device_count(), jax.process_count(), rows)
+  skip = bool(config.get("skip_nonfinite_updates", False))
   pending, t_last, step_last = [], time.time(), initial_step
+  last_saved = latest
+  step = initial_step
   for step in range(initial_step + 1, num_train_steps + 1):
     with jax.profiler.StepTraceAnnotation("train", step_num=step):
+      local = next(data_iter)
+      if step == config.get("debug_nan_at_step", 0):
+        local = poison(local)
       batch = jax.tree.map(
-          lambda a: jax.make_array_from_process_local_data(data_sharding, a), next(data_iter))
+          lambda a: jax.make_array_from_process_local_data(data_sharding, a), local)
       state, metrics = train_fn(state, batch)
-      pending.append(metrics)
+      pending.append((step, dict(metrics, nonfinite_state=state_flag(state))))
     report(step)
-    last = step == num_train_steps or step == stop_at_step
+    preempted = preemption.reached(step)
+    last = step == num_train_steps or step == stop_at_step or preempted
+    save_now = step % config.checkpoint_every_steps == 0 or last
     if step % config.log_every_steps == 0 or last:
-      scalars = mean_metrics(pending)
+      host = fetch_pending(pending)
+      error = nonfinite_error(host, workdir, last_saved, skip)
+      if error is not None:
+        raise error
+      scalars = summarize(host, skip)
       now = time.time()
       scalars["steps_per_sec"] = (step - step_last) / max(now - t_last, 1e-9)
       pending, t_last, step_last = [], now, step
       writer.write_scalars(step, scalars)
       if jax.process_index() == 0:
+        skipped = (f" skipped={int(scalars['nonfinite_updates'])}"
+                   if scalars.get("nonfinite_updates") else "")
         print(f"step {step}/{num_train_steps}: loss_g={scalars['loss_g']:.4f} "
               f"loss_d={scalars['loss_d']:.4f} loss_c={scalars['loss_c']:.4f} "
-              f"rec={scalars['rec']:.4f} acc_trn={scalars['acc_trn']:.3f} "
+              f"rec={scalars['rec']:.4f} acc_trn={scalars['acc_trn']:.3f}{skipped} "
               f"({scalars['steps_per_sec']:.2f} steps/s)", flush=True)
+    elif save_now:
+      # Never save after a non-finite step: read the flags of the steps not yet fetched.
+      flags = fetch([[m[f] for f in FLAGS] for _, m in pending])
+      if np.any(flags):
+        error = nonfinite_error(fetch_pending(pending), workdir, last_saved, skip)
+        if error is not None:
+          raise error
     if step % config.sample_every_steps == 0 or last:
-      grid = images.make_grid(jax.device_get(grid_fn(state.params["gen"], monitor_x)))
+      grid = images.make_grid(fetch(grid_fn(state.params["gen"], monitor_x)))
       if jax.process_index() == 0:
         images.save_png(grid, os.path.join(workdir, "samples", f"step_{step:07d}.png"))
         writer.write_images(step, {"samples": grid[None]})
-    if step % config.checkpoint_every_steps == 0 or last:
+    if save_now:
       checkpoints.save(mngr, step, state, data_iter, config)
+      last_saved = step
     if last:
       break
-  mngr.wait_until_finished()
+  checkpoints.wait(mngr)
   writer.flush()
+  if preemption.signal_name is not None and step < num_train_steps:
+    if jax.process_index() == 0:
+      print(f"Preempted ({preemption.signal_name}) at step {step}: checkpoint saved in "
+            f"{checkpoints.checkpoint_dir(workdir)}; run the same command again to resume.",
+            flush=True)
   return state

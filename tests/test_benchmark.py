@@ -1,0 +1,112 @@
+"""python -m attrdis.benchmark: the train step's timing JSON, the input and eval parts."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from attrdis import benchmark
+from tiny import tiny_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_train_part_reports_consistent_numbers():
+  config = tiny_config(batch_size=8)
+  result = benchmark.benchmark_train(config, (5, 3), jax.devices()[:2], steps=3, warmup=1,
+                                     window=2, matmul_size=256)
+  step = result["step_s"]
+  assert step["n"] == 3 and 0 < step["min"] <= step["median"] <= step["max"]
+  assert result["window"] == 2
+  assert result["compile_s"] > 0 and result["first_step_s"] > 0
+  assert result["images_per_s"] == pytest.approx(8 / step["median"])
+  assert result["images_per_s_per_device"] == pytest.approx(result["images_per_s"] / 2)
+  assert result["environment"]["num_devices"] == 2
+  # FLOPs of the whole step (both devices' programs), and MFU = achieved / measured peak.
+  assert result["flops_per_step"] > 1e6
+  assert result["achieved_flops_per_s"] == pytest.approx(result["flops_per_step"] / step["median"])
+  assert result["peak_matmul"]["n"] == 256 and result["peak_matmul"]["dtype"] == "float32"
+  assert result["mfu"] == pytest.approx(
+      result["achieved_flops_per_s_per_device"] / result["peak_flops_per_s"])
+  assert result["metrics_finite"]
+  assert result["step_process_cpu_s"]["n"] == 3
+  json.dumps(result)  # JSON-able as it stands
+
+
+def test_flops_double_with_the_batch():
+  """The cost analysis counts the step's real work: twice the images, about twice the FLOPs."""
+  flops = []
+  for b in (4, 8):
+    config = tiny_config(batch_size=b)
+    flops.append(benchmark.benchmark_train(config, (5, 3), jax.devices()[:1], steps=1,
+                                           warmup=1, window=1, peak=False)["flops_per_step"])
+  assert 1.8 < flops[1] / flops[0] < 2.1
+
+
+def test_num_classes_from_table_or_flag():
+  config = tiny_config(attributes=("identity", "expression"))
+  config.dataset.name = "multipie"
+  assert benchmark.num_classes_of(config) == (337, 4)
+  assert benchmark.num_classes_of(config, ["7", "2", "3"]) == (7, 2, 3)
+  config.dataset.attributes = ("identity", "hat")
+  with pytest.raises(benchmark.BenchmarkError, match="--num_classes"):
+    benchmark.num_classes_of(config)
+
+
+def test_input_part_measures_the_grain_loader(synthetic_data_dir):
+  config = tiny_config(batch_size=4)
+  config.dataset.data_dir = synthetic_data_dir
+  result = benchmark.benchmark_input(config, batches=3, workers=0)
+  assert result["dataset"] == "synthetic_faces" and result["builder_config"] == "tiny"
+  assert result["image_shape"] == [4, 16, 16, 3]
+  assert result["images_per_s"] > 0 and result["images_per_s_to_device"] > 0
+
+
+def test_input_part_names_a_missing_dataset(tmp_path):
+  config = tiny_config()
+  config.dataset.name = "multipie"
+  config.dataset.builder_config = ""
+  config.dataset.attributes = ("identity", "expression", "illumination")
+  config.dataset.data_dir = str(tmp_path)
+  with pytest.raises(benchmark.BenchmarkError, match="configs/synthetic.py"):
+    benchmark.benchmark_input(config, batches=1, workers=0)
+
+
+def test_summarize():
+  s = benchmark.summarize([3.0, 1.0, 2.0, 10.0])
+  assert s["median"] == 2.5 and s["min"] == 1.0 and s["max"] == 10.0 and s["n"] == 4
+
+
+def test_cli_prints_json():
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  cmd = [sys.executable, "-m", "attrdis.benchmark", "--config=configs/synthetic.py",
+         "--config.image_size=16", "--config.batch_size=4", "--config.model.num_res_blocks=1",
+         "--config.model.encoder_widths=(4, 8, 8)", "--config.model.classifier_widths=(4, 8)",
+         "--config.model.decoder_up_widths=(8, 4)", "--config.model.critic_base_width=4",
+         "--steps=2", "--matmul_size=128", "--num_classes=5,3,4"]
+  out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-2000:]
+  result = json.loads(out.stdout)
+  assert result["part"] == "train" and result["config"] == "configs/synthetic.py"
+  assert result["num_classes"] == [5, 3, 4] and result["image_size"] == 16
+  assert result["environment"]["num_devices"] == 2 and result["mfu"] > 0
+
+  bad = subprocess.run(cmd[:4] + ["--config.dtype=float16"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=600)
+  assert bad.returncode == 1 and "config.dtype" in json.loads(bad.stdout)["error"]
+
+
+def test_prefetch_to_device_keeps_order_and_shards():
+  from attrdis import train_step as step_lib
+  import numpy as np
+  mesh = step_lib.make_mesh(jax.devices()[:2])
+  _, data = step_lib.shardings(mesh)
+  host = [{"image": np.full((4, 2), i, np.float32)} for i in range(5)]
+  got = list(step_lib.prefetch_to_device(iter(host), data, size=2))
+  assert len(got) == 5
+  for i, b in enumerate(got):
+    assert b["image"].sharding == data
+    np.testing.assert_array_equal(np.asarray(b["image"]), host[i]["image"])

@@ -1,0 +1,392 @@
+"""The evaluator: each metric against a hand or brute-force computation, and the command end
+to end on one tiny synthetic checkpoint (trained once for the module)."""
+
+import json
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from attrdis import checkpoints
+from attrdis import cluster_metrics
+from attrdis import eval_classifier as ec
+from attrdis import evaluate as ev
+from attrdis import input_pipeline
+from attrdis import sampling
+from attrdis import train
+from attrdis.synthetic import render
+from tiny import tiny_config
+
+ATTRS = ("identity", "expression", "illumination")
+
+
+@pytest.fixture(scope="module")
+def workdir(synthetic_data_dir, tmp_path_factory):
+  config = tiny_config(attributes=ATTRS)
+  config.dataset.data_dir = synthetic_data_dir
+  config.num_train_steps = 2
+  w = str(tmp_path_factory.mktemp("evalw"))
+  train.train_and_evaluate(config, w)
+  return w
+
+
+@pytest.fixture(scope="module")
+def trained(workdir):
+  return checkpoints.load_trained(workdir)
+
+
+@pytest.fixture(scope="module")
+def evaluated(workdir):
+  """The command, run once: (exit status, its JSON)."""
+  out = os.path.join(workdir, "eval", "result.json")
+  rc = ev.main([f"--workdir={workdir}", "--classifier_steps=3", "--num_pairs=8",
+                "--hopkins_draws=2", "--batch_size=8", f"--out={out}"])
+  with open(out) as f:
+    return rc, json.load(f)
+
+
+# ----------------------------------------------------------------------------------------
+# Metric helpers against hand computations.
+
+def test_image_errors_match_numpy():
+  rng = np.random.default_rng(0)
+  a = rng.uniform(-1, 1, (3, 4, 5, 3)).astype(np.float32)
+  b = rng.uniform(-1, 1, (3, 4, 5, 3)).astype(np.float32)
+  l1, psnr = ev.image_errors(a, b)
+  for i in range(3):
+    d = (a[i].astype(np.float64) - b[i]) / 2
+    assert l1[i] == pytest.approx(np.abs(d).mean(), rel=1e-5)
+    assert psnr[i] == pytest.approx(10 * math.log10(1 / (d ** 2).mean()), rel=1e-5)
+  l1, psnr = ev.image_errors(a, a)
+  assert np.all(l1 == 0) and np.all(psnr == pytest.approx(100.0))
+  # A uniform error of 0.1 (in [0, 1] units) is 20 dB.
+  l1, psnr = ev.image_errors(np.zeros((1, 2, 2, 3)), np.full((1, 2, 2, 3), 0.2))
+  assert l1[0] == pytest.approx(0.1) and psnr[0] == pytest.approx(20.0, abs=1e-4)
+
+
+def test_choose_pairs_are_seeded_and_cross_identity():
+  ident = np.array([0, 0, 0, 1, 1, 2])
+  s, t = ev.choose_pairs(ident, 50, seed=3)
+  assert len(s) == len(t) == 50
+  assert np.all(ident[s] != ident[t])
+  s2, t2 = ev.choose_pairs(ident, 50, seed=3)
+  np.testing.assert_array_equal(s, s2)
+  np.testing.assert_array_equal(t, t2)
+  with pytest.raises(ev.EvaluationError):
+    ev.choose_pairs(np.zeros(4, int), 2)
+
+
+def test_attribute_sets():
+  assert ev.attribute_sets(("a", "b", "c")) == [("a",), ("b",), ("c",), ("a", "b"), ("a", "c"),
+                                                ("b", "c")]
+
+
+def test_transfer_accuracy_bookkeeping():
+  src = {"e": np.array([0, 0, 1, 2]), "i": np.array([1, 1, 1, 1]), "g": np.array([0, 1, 2, 0])}
+  tgt = {"e": np.array([1, 0, 2, 0]), "i": np.array([0, 2, 1, 3]), "g": np.array([2, 2, 2, 2])}
+  read = {"e": np.array([1, 2, 2, 2]),  # e transferred: pairs 0, 2, 3 differ; right on 0, 2
+          "i": np.array([1, 2, 0, 1]),  # i kept: pairs 0, 1, 3 differ; source's on 0 and 3
+          "g": np.array([2, 2, 2, 2])}  # g kept: pairs 0, 1, 3 differ; never the source's
+  out = ev.transfer_accuracy(read, src, tgt, ("e",), prefix="x/")
+  assert out["x/acc/e"] == pytest.approx(2 / 3)
+  assert out["x/acc/i"] == pytest.approx(2 / 3)
+  assert out["x/acc/g"] == 0.0
+  assert out["x/acc_transferred"] == pytest.approx(2 / 3)
+  assert out["x/acc_kept"] == pytest.approx(1 / 3)
+  # Discounting the readers' errors: only pairs whose true image reads right count.
+  truth = {"e": np.array([1, 0, 0, 0]),  # right on pairs 0, 3 (of 0, 2, 3)
+           "i": np.array([1, 1, 1, 1]),  # right on 0, 1, 3
+           "g": np.array([0, 1, 2, 0])}  # right on 0, 1, 3
+  out = ev.transfer_accuracy(read, src, tgt, ("e",), truth_read=truth)
+  assert out["acc/e"] == pytest.approx(2 / 3)  # unchanged
+  assert out["acc_readable/e"] == pytest.approx(1 / 2)  # pair 0 right, pair 3 wrong
+  assert out["acc_readable/i"] == pytest.approx(2 / 3)
+  assert out["acc_readable/g"] == 0.0
+  assert out["acc_transferred_readable"] == pytest.approx(1 / 2)
+  assert out["acc_kept_readable"] == pytest.approx(1 / 3)
+  # An attribute on which every pair agrees says nothing and is left out.
+  same = ev.transfer_accuracy({"e": np.array([5, 5])}, {"e": np.array([1, 2])},
+                              {"e": np.array([1, 2])}, ("e",))
+  assert same == {}
+
+
+def test_per_target_accuracy():
+  pred = np.array([[0, 1, 1], [0, 2, 2], [1, 1, 2], [0, 0, 2]])
+  np.testing.assert_allclose(ev.per_target_accuracy(pred, 3), [0.75, 0.5, 0.75])
+  with pytest.raises(ValueError):
+    ev.per_target_accuracy(pred, 4)
+
+
+def test_hopkins_per_class_equals_direct_calls():
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(40, 2, 3)).astype(np.float32)
+  labels = np.array([0] * 25 + [2] * 14 + [1])  # class 1 has one point: no statistic
+  mean, std = ev.hopkins_per_class(x, labels, 4, draws=3, seed=7, sample_fraction=0.2)
+  for c in (0, 2):
+    hs = [cluster_metrics.hopkins_statistic(x[labels == c].reshape(-1, 6), key=7 + r,
+                                            sample_fraction=0.2) for r in range(3)]
+    assert mean[c] == pytest.approx(np.mean(hs), abs=1e-6)
+    assert std[c] == pytest.approx(np.std(hs), abs=1e-6)
+  assert np.isnan(mean[1]) and np.isnan(mean[3])
+
+
+def test_pca_matches_numpy_svd_up_to_sign():
+  rng = np.random.default_rng(2)
+  x = rng.normal(size=(30, 5)) @ np.diag([5.0, 3.0, 1.0, 0.5, 0.1]) + 4.0
+  y = ev.pca_2d(x)
+  xc = x - x.mean(0)
+  _, _, vt = np.linalg.svd(xc, full_matrices=False)
+  for j in range(2):
+    ref = xc @ vt[j]
+    sign = np.sign(vt[j][np.argmax(np.abs(vt[j]))])  # the largest loading made positive
+    np.testing.assert_allclose(y[:, j], sign * ref, atol=1e-3)
+  assert y[:, 0].var() > y[:, 1].var()
+
+
+def test_knn_accuracy_matches_brute_force():
+  rng = np.random.default_rng(3)
+  x = rng.normal(size=(25, 4)).astype(np.float32)
+  labels = rng.integers(0, 3, 25)
+  for k in (1, 2, 5):
+    correct = 0
+    for i in range(25):
+      d = np.linalg.norm(x - x[i], axis=1)
+      d[i] = np.inf
+      order = np.argsort(d, kind="stable")[:k]
+      votes = labels[order]
+      counts = np.bincount(votes, minlength=3)
+      tied = np.flatnonzero(counts == counts.max())
+      pred = next(v for v in votes if v in tied)
+      correct += pred == labels[i]
+    assert ev.knn_accuracy(x, labels, k) == pytest.approx(correct / 25)
+  # Codes that carry the label perfectly:
+  assert ev.knn_accuracy(np.repeat(np.eye(3), 4, axis=0), np.repeat(np.arange(3), 4)) == 1.0
+
+
+def test_tsne_calibration_gradient_and_separation():
+  rng = np.random.default_rng(4)
+  x = np.concatenate([rng.normal(size=(20, 6)) + 12 * c for c in range(3)]).astype(np.float32)
+  d2 = np.square(x[:, None] - x[None]).sum(-1)
+  p, h = ev.tsne_conditional_p(jnp.asarray(d2), 10.0)
+  p = np.asarray(p, np.float64)
+  np.testing.assert_allclose(np.diag(p), 0.0)
+  np.testing.assert_allclose(p.sum(1), 1.0, rtol=1e-5)
+  # Each row's entropy (recomputed here) is log(perplexity).
+  ent = -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1)), 0), axis=1)
+  np.testing.assert_allclose(ent, math.log(10.0), atol=1e-3)
+  np.testing.assert_allclose(h, ent, atol=1e-4)
+  # The closed-form gradient is the gradient of the KL divergence.
+  joint = jnp.asarray((p + p.T) / (2 * len(x)), jnp.float32)
+  y = jnp.asarray(rng.normal(size=(60, 2)), jnp.float32)
+  np.testing.assert_allclose(ev.tsne_gradient(y, joint), jax.grad(ev.tsne_kl)(y, joint),
+                             rtol=1e-3, atol=1e-6)
+  emb = ev.tsne_2d(x, perplexity=10, steps=300)
+  assert emb.shape == (60, 2) and np.all(np.isfinite(emb))
+  assert ev.knn_accuracy(emb, np.repeat(np.arange(3), 20), 5) == 1.0
+
+
+def test_scatter_panel_and_embedding_png(tmp_path):
+  colours = ev.class_colours(3)
+  xy = np.array([[0.0, 0.0], [1.0, 1.0], [1.0, 0.0]])
+  img = np.asarray(ev.scatter_panel(xy, [0, 1, 2], colours, size=50, radius=1))
+  pos = ev.panel_positions(xy, 50)
+  for (x, y), c in zip(pos, colours):
+    assert tuple(img[y, x]) == c
+  # y points up: the point at y = 1 is drawn above the one at y = 0.
+  assert pos[1][1] < pos[0][1] and pos[2][0] > pos[0][0]
+  assert len(set(ev.class_colours(20))) == 20
+  path = str(tmp_path / "e.png")
+  size = ev.write_embedding_png(path, {"a": xy, "b": xy}, {"l": np.array([0, 1, 5])},
+                                {"l": [f"c{i}" for i in range(6)]}, panel=60)
+  assert Image.open(path).size == size and size[1] > 2 * 60
+
+
+# ----------------------------------------------------------------------------------------
+# Model kernels on the tiny checkpoint against manual loops.
+
+def test_entropy_and_latent_accuracy_match_a_manual_loop(trained, synthetic_data_dir):
+  config, models, params = trained.config, trained.models, trained.params
+  builder = input_pipeline.get_builder(config.dataset)
+  test = ec.read_split(builder, "test", config.image_size)
+  labels = np.stack([test.labels[a] for a in ATTRS], axis=1)
+  enc = ev.encode_split(models, params, test.images, labels, batch_size=8)  # 20 = 8+8+4
+  assert len(enc.codes) == 4 and all(len(z) == 20 for z in enc.codes)
+  x = jnp.asarray(ec.to_float(test.images))
+  encode = jax.jit(lambda p, x: sampling.encode(models, p, x))
+  decode = jax.jit(lambda p, c: sampling.decode(models, p, c))
+  latent = jax.jit(lambda p, z: models.cls.apply({"params": p}, z, method="latent"))
+  codes = encode(params["gen"], x)
+  for k in range(4):
+    np.testing.assert_allclose(enc.codes[k], codes[k], atol=1e-5)
+  np.testing.assert_allclose(enc.recon, decode(params["gen"], codes), atol=1e-5)
+  for k in range(4):
+    all_logits = latent(params["cls"], codes[k])  # [C_m(z_k) for m]
+    for m in range(3):
+      logits = np.asarray(all_logits[m], np.float64)
+      p = np.exp(logits - logits.max(-1, keepdims=True))
+      p /= p.sum(-1, keepdims=True)
+      entropy = -np.sum(p * np.log(np.maximum(p, 1e-300)), axis=-1).mean()
+      assert enc.entropy[:, m, k].mean() == pytest.approx(entropy, abs=1e-5)
+      assert enc.correct[:, m, k].mean() == pytest.approx(
+          float(np.mean(np.argmax(logits, -1) == labels[:, m])))
+  # Transfer codes decode like the sampling module's transfer.
+  src, tgt = np.array([0, 3, 5]), np.array([12, 15, 19])
+  swapped = ev.swap_codes(enc.codes, src, tgt, [1])
+  out = ev.decode_codes(models, params["gen"], swapped, batch_size=8)
+  manual = decode(params["gen"], sampling.transfer_codes(
+      [z[src] for z in codes], [z[tgt] for z in codes], [1]))
+  np.testing.assert_allclose(out, manual, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------
+# The command end to end.
+
+def test_command_writes_every_metric(evaluated, workdir):
+  rc, result = evaluated
+  assert rc == 0
+  m, settings = result["metrics"], result["settings"]
+  assert settings["step"] == 2 and settings["attributes"] == list(ATTRS)
+  assert settings["transfer"] == "mean_code" and settings["fid_weights"] is None
+  assert any("FID skipped" in n for n in result["notes"])
+  for k, v in m.items():
+    assert isinstance(v, float) and math.isfinite(v), k
+  codes = ATTRS + ("rest",)
+  log_k = {"identity": math.log(6), "expression": math.log(5), "illumination": math.log(5)}
+  for a in ATTRS:
+    for z in codes:
+      assert 0 <= m[f"entropy/C_{a}/z_{z}"] <= log_k[a] + 1e-5
+      assert (0 <= m[f"latent_acc/C_{a}/z_{z}"] <= 1) if a != "identity" else (
+          f"latent_acc/C_{a}/z_{z}" not in m)
+      assert 0 <= m[f"knn_acc/{a}/z_{z}"] <= 1
+  assert 0 <= m["entropy/off_diagonal_normalized"] <= 1 + 1e-6
+  for c in ("neutral", "smile", "surprise", "anger", "sadness"):
+    assert 0 <= m[f"hopkins/expression/{c}"] <= 1
+    assert 0 <= m[f"synthesis/acc/{c}"] <= 1
+  assert m["synthesis/num_sources"] == 4  # tiny test split: 2 identities x 2 neutral images
+  assert m["synthesis/acc_mean"] == pytest.approx(
+      np.mean([m[f"synthesis/acc/{c}"] for c in ("neutral", "smile", "surprise", "anger",
+                                                   "sadness")]))
+  for s in ("identity", "expression", "illumination", "identity+expression",
+            "identity+illumination", "expression+illumination"):
+    for suffix in ("", "_source", "_target"):
+      assert 0 <= m[f"gt/{s}/l1{suffix}"] <= 1
+      assert m[f"gt/{s}/psnr{suffix}"] > 0
+    assert 0 <= m[f"transfer/{s}/acc_kept"] <= 1
+    assert 0 <= m[f"transfer/{s}/truth_acc_kept"] <= 1
+  assert -1 <= m["intensity/corr"] <= 1 and -1 <= m["intensity/corr_truth"] <= 1
+  for k in ("expression/acc", "illumination/acc", "gaze/acc", "color/acc", "identity/acc"):
+    assert 0 <= m[f"eval_classifier/{k}"] <= 1
+  for kind in ("entropy", "embeddings", "synthesis", "transfer"):
+    path = os.path.join(workdir, "eval", f"{kind}_2.png")
+    assert settings["images"][kind] == path and Image.open(path).size[0] > 50
+
+
+def test_ground_truth_errors_recomputed_by_hand(evaluated, workdir, trained):
+  """gt/<attr>/l1_source and psnr_target from the renderer and numpy, on the same pairs."""
+  _, result = evaluated
+  m = result["metrics"]
+  config = trained.config
+  builder = input_pipeline.get_builder(config.dataset)
+  source = builder.as_data_source("test")
+  records = [source[i] for i in range(len(source))]
+  ident = np.array([r["identity"] for r in records])
+  src, tgt = ev.choose_pairs(ident, 8, 0)
+  real = np.stack([r["image"] for r in records]).astype(np.float64) / 127.5 - 1
+  for attr in ("expression", "illumination"):
+    truth = np.stack([render.transfer_ground_truth(
+        render.factors_from_record(records[i]), render.factors_from_record(records[j]),
+        [attr], 16) for i, j in zip(src, tgt)]).astype(np.float64) / 127.5 - 1
+    l1 = np.mean([np.abs(real[i] - t).mean() / 2 for i, t in zip(src, truth)])
+    mse = [np.mean(((real[j] - t) / 2) ** 2) for j, t in zip(tgt, truth)]
+    psnr = np.mean([10 * math.log10(1 / max(e, 1e-10)) for e in mse])
+    assert m[f"gt/{attr}/l1_source"] == pytest.approx(l1, rel=1e-4)
+    assert m[f"gt/{attr}/psnr_target"] == pytest.approx(psnr, rel=1e-4)
+
+
+def test_evaluation_classifiers_are_checkpointed_and_reused(evaluated, workdir, trained):
+  _, result = evaluated
+  meta = json.load(open(os.path.join(workdir, "eval_classifiers", "meta.json")))
+  assert meta["spec"]["steps"] == 3 and meta["spec"]["image_size"] == 16
+  assert [t["name"] for t in meta["spec"]["tasks"]] == [
+      "expression", "illumination", "gaze", "color", "intensity", "identity_params"]
+  assert meta["test"]["expression/acc"] == result["metrics"]["eval_classifier/expression/acc"]
+  opts = ev.Options(classifier_steps=3, batch_size=8)
+
+  def no_training():
+    raise AssertionError("the cached evaluation classifiers were not reused")
+
+  evaluator = ev.Evaluator(trained, workdir, opts, progress=lambda s: None)
+  tasks = ec.default_tasks("synthetic_faces", evaluator.test, ATTRS)
+  model = ec.load_or_train(workdir, "synthetic_faces", "tiny", 16, tasks, no_training,
+                           evaluator.test, steps=3, batch_size=32)
+  # Its test metrics are recomputed identically from its predictions.
+  again = ec.test_metrics(model, evaluator.test)
+  for k, v in meta["test"].items():
+    assert again[k] == pytest.approx(v, abs=1e-6, nan_ok=True)
+  pred = model.classes(evaluator.test.images)
+  assert meta["test"]["color/acc"] == pytest.approx(
+      np.mean(pred["color"] == evaluator.test.labels["color"]))
+
+
+def test_identity_prototypes_by_hand():
+  reg = np.array([[0.0, 0.0], [0.2, 0.0], [5.0, 5.0], [5.0, 4.0], [0.1, 0.3]])
+  ids = np.array([7, 7, 9, 9, 7])
+  got_ids, protos = ec.identity_prototypes(reg, ids)
+  np.testing.assert_array_equal(got_ids, [7, 9])
+  np.testing.assert_allclose(protos, [[0.1, 0.1], [5.0, 4.5]])
+  np.testing.assert_array_equal(ec.identify(np.array([[4.0, 4.0], [1.0, 0.0]]), got_ids, protos),
+                                [9, 7])
+
+
+def test_reference_transfer_mode_and_fid_wiring(trained, workdir):
+  """Table IV with target images; FID through a stand-in feature extractor that records what
+  it is given (the real Inception is tested in test_fid.py): translated vs real test images."""
+  seen = []
+
+  def features(images, value_range=(0.0, 1.0)):
+    assert value_range == (-1, 1)
+    seen.append(np.asarray(images))
+    return np.asarray(images, np.float64).reshape(len(images), -1)[:, :7] + 0.5
+
+  opts = ev.Options(transfer="reference", classifier_steps=3, batch_size=8, write_images=False,
+                    fid_weights="stand-in")
+  evaluator = ev.Evaluator(trained, workdir, opts, progress=lambda s: None)
+  evaluator._inception = features  # pylint: disable=protected-access
+  evaluator.synthesis()
+  m = evaluator.metrics
+  assert m["synthesis/num_sources"] == 4
+  assert 0 <= m["synthesis/acc_mean"] <= 1 and m["synthesis/acc_std"] >= 0
+  assert len(seen) == 6  # five target expressions, then the real test images
+  translated, real = np.concatenate(seen[:5]), seen[5]
+  assert translated.shape == (20, 16, 16, 3) and real.shape == (20, 16, 16, 3)
+  np.testing.assert_allclose(real, ec.to_float(evaluator.test.images))
+  from attrdis import fid  # pylint: disable=g-import-not-at-top
+  assert m["synthesis/fid"] == pytest.approx(fid.fid_from_features(
+      features(translated, (-1, 1)), features(real, (-1, 1))), rel=1e-9)
+
+
+def test_periodic_eval(trained, workdir):
+  out = ev.periodic_eval(trained.config, workdir, trained.models, trained.params, trained.step,
+                         num_pairs=4, batch_size=8)
+  assert all(isinstance(v, float) and math.isfinite(v) for v in out.values())
+  for key in ("recon/l1", "entropy/C_expression/z_identity", "latent_acc/C_expression/z_rest",
+              "hopkins/expression/mean", "gt/expression/l1", "gt/illumination/l1_source"):
+    assert key in out
+  assert not any(k.startswith(("synthesis/", "eval_classifier/")) for k in out)
+
+
+def test_command_errors_are_one_line(tmp_path, workdir, capsys):
+  assert ev.main([f"--workdir={tmp_path}"]) == 2
+  err = capsys.readouterr().err.strip()
+  assert err.startswith("error: No checkpoint") and "\n" not in err
+  assert ev.main([f"--workdir={workdir}", f"--fid_weights={tmp_path}/none.pth"]) == 2
+  err = capsys.readouterr().err.strip()
+  assert err.startswith("error: FID weights not found") and "\n" not in err
+  assert ev.main([f"--workdir={workdir}", "--transfer=label"]) == 2
+  assert "invalid choice" in capsys.readouterr().err
+  assert ev.main([f"--workdir={tmp_path}/nowhere"]) == 2
+  assert "does not exist" in capsys.readouterr().err

@@ -1,0 +1,426 @@
+"""Reliability (issue 7): preemption, atomic checkpoints, non-finite losses, several
+processes, full disks and hostile inputs, through run_train.py in subprocesses.
+
+Compiles dominate, so every training subprocess shares one persistent XLA compilation
+cache: only the reference run (1 process × 4 devices) and the first 2-process run compile
+the train step; the others load it.
+"""
+
+import glob
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+import grain.python as grain
+from PIL import Image
+
+from attrdis import checkpoints
+from attrdis import configuration
+from attrdis import errors
+from attrdis import input_pipeline
+from attrdis import train_state as ts
+from attrdis import train_step as step_lib
+from tiny import tiny_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS = 12
+
+
+def base(data_dir):
+  """The run every comparison uses: 12 steps, logs every 2, checkpoints every 4."""
+  c = tiny_config()
+  c.dataset.data_dir = data_dir
+  c.num_train_steps = STEPS
+  c.log_every_steps = 2
+  c.checkpoint_every_steps = 4
+  c.sample_every_steps = STEPS
+  c.keep_checkpoints = 5
+  return c
+
+
+def config_flags(config):
+  out = []
+  for name, value in configuration.flat_items(config):
+    if isinstance(value, tuple):
+      value = "(" + ",".join(repr(v) if isinstance(v, str) else str(v) for v in value) + ",)"
+    out.append(f"--config.{name}={value}")
+  return out
+
+
+class Runs:
+  """Starts run_train.py subprocesses sharing one compilation cache. stdout (progress lines)
+  is a pipe; stderr (absl's log) goes to a file, so that no pipe fills up and blocks."""
+
+  def __init__(self, cache_dir):
+    self.env = dict(os.environ,
+                    JAX_PLATFORMS="cpu",
+                    JAX_COMPILATION_CACHE_DIR=str(cache_dir),
+                    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                    TF_CPP_MIN_LOG_LEVEL="2")
+    self.logs = tempfile.mkdtemp(prefix="run_train_logs_", dir=str(cache_dir))
+    self.count = 0
+
+  def start(self, workdir, config=None, args=(), devices=4, **kw):
+    env = dict(self.env, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    cmd = [sys.executable, os.path.join(ROOT, "run_train.py"),
+           f"--config={os.path.join(ROOT, 'configs', 'synthetic.py')}",
+           f"--workdir={workdir}"] + (config_flags(config) if config is not None else [])
+    self.count += 1
+    err_path = os.path.join(self.logs, f"{self.count}.stderr")
+    with open(err_path, "w") as err:
+      proc = subprocess.Popen(cmd + list(args), stdout=subprocess.PIPE, stderr=err, text=True,
+                              env=env, cwd=ROOT, **kw)
+    proc.err_path = err_path
+    return proc
+
+  @staticmethod
+  def finish(proc, timeout=600):
+    """(returncode, stdout not read yet, stderr)."""
+    out, _ = proc.communicate(timeout=timeout)
+    with open(proc.err_path) as f:
+      return proc.returncode, out, f.read()
+
+  def run(self, workdir, config=None, args=(), timeout=600, **kw):
+    return self.finish(self.start(workdir, config, args, **kw), timeout)
+
+
+def last_line(text):
+  lines = text.strip().splitlines()
+  return lines[-1] if lines else ""
+
+
+def assert_one_line_error(rc, err, *fragments):
+  assert rc != 0, err[-2000:]
+  assert "Traceback" not in err, err[-3000:]
+  line = last_line(err)
+  assert line.startswith("error: "), err[-2000:]
+  for f in fragments:
+    assert f in line, line
+
+
+def stored_state(workdir, step):
+  mngr = checkpoints.manager(workdir, create=False)
+  return mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+
+
+def assert_same_state(a, b):
+  la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+  assert len(la) == len(lb) > 0
+  for x, y in zip(la, lb):
+    np.testing.assert_array_equal(x, y)
+
+
+def tmp_dirs(workdir):
+  return glob.glob(os.path.join(workdir, "checkpoints", "*orbax-checkpoint-tmp*"))
+
+
+def wait_for_line(proc, pattern, timeout=300):
+  """Reads proc's stdout until a line contains ``pattern``; returns the lines read."""
+  lines, deadline = [], time.time() + timeout
+  while time.time() < deadline:
+    line = proc.stdout.readline()
+    if not line:
+      break
+    lines.append(line)
+    if pattern in line:
+      return lines
+  with open(proc.err_path) as f:
+    raise AssertionError(f"no line with {pattern!r}: {lines} {f.read()[-2000:]}")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  # $ATTRDIS_TEST_XLA_CACHE keeps the cache between sessions (entries are keyed by the HLO).
+  cache = os.environ.get("ATTRDIS_TEST_XLA_CACHE") or tmp_path_factory.mktemp("xla_cache")
+  return Runs(cache)
+
+
+@pytest.fixture(scope="module")
+def reference(runs, synthetic_data_dir, tmp_path_factory):
+  """The uninterrupted run: 1 process × 4 devices (also fills the compilation cache)."""
+  workdir = str(tmp_path_factory.mktemp("reference"))
+  rc, out, err = runs.run(workdir, base(synthetic_data_dir))
+  assert rc == 0, err[-3000:]
+  assert f"step {STEPS}/{STEPS}" in out
+  assert checkpoints.complete_steps(workdir) == [4, 8, 12]
+  return workdir
+
+
+def test_kill_during_write_then_sigterm_then_resume_equals_uninterrupted(
+    runs, reference, synthetic_data_dir, tmp_path):
+  config = base(synthetic_data_dir)
+  workdir = str(tmp_path / "w")
+
+  # 1. kill -9 while a checkpoint is being written (one every step, so one nearly always is).
+  every_step = base(synthetic_data_dir)
+  every_step.checkpoint_every_steps = 1
+  for _ in range(3):
+    proc = runs.start(workdir, every_step)
+    try:
+      deadline = time.time() + 300
+      while time.time() < deadline and proc.poll() is None:
+        if checkpoints.complete_steps(workdir) and tmp_dirs(workdir):
+          proc.send_signal(signal.SIGKILL)
+          break
+        time.sleep(0.002)
+    finally:
+      proc.kill()
+      runs.finish(proc)
+    if tmp_dirs(workdir):  # the kill landed mid-write (else: the rename won the race; again)
+      break
+  assert tmp_dirs(workdir), "never killed during a write"
+  survived = checkpoints.complete_steps(workdir)
+  assert survived and survived[-1] < STEPS
+  # The previous checkpoint is complete and restorable.
+  restored = stored_state(workdir, survived[-1])
+  assert int(restored["step"]) == survived[-1]
+
+  # 2. Resumed (the leftover temporary folder is removed), then SIGTERM mid-run.
+  proc = runs.start(workdir, config)
+  seen = wait_for_line(proc, f"step {survived[-1] + 2 - survived[-1] % 2}/{STEPS}")
+  proc.send_signal(signal.SIGTERM)
+  rc, out, err = runs.finish(proc)
+  out = "".join(seen) + out
+  assert rc == 0, err[-3000:]
+  stopped = [l for l in out.splitlines() if l.startswith("Preempted (SIGTERM) at step ")]
+  assert stopped, out
+  step = int(stopped[0].split("at step ")[1].split(":")[0])
+  assert survived[-1] < step < STEPS
+  assert checkpoints.complete_steps(workdir)[-1] == step  # saved at the current step
+  assert not tmp_dirs(workdir)
+  assert int(stored_state(workdir, step)["step"]) == step
+
+  # 3. Resumed to the end: the same params and optimizer states as the uninterrupted run.
+  rc, out, err = runs.run(workdir, config)
+  assert rc == 0, err[-3000:]
+  assert_same_state(stored_state(workdir, STEPS), stored_state(reference, STEPS))
+
+
+def test_nonfinite_loss_stops_or_is_skipped(runs, reference, synthetic_data_dir, tmp_path):
+  del reference  # for the compilation cache
+  # (num_train_steps stays 12 in both: the learning-rate schedule depends on it, and an
+  # unchanged compiled step comes from the cache.)
+  stop = base(synthetic_data_dir)
+  stop.debug_nan_at_step = 5
+  stop.log_every_steps = 4
+  stop.checkpoint_every_steps = 3  # step 6 saves before step 8's fetch: flags checked first
+  skip = base(synthetic_data_dir)
+  skip.debug_nan_at_step = 5
+  skip.skip_nonfinite_updates = True
+  skip.log_every_steps = 4
+  skip.checkpoint_every_steps = 1
+  skip.keep_checkpoints = 20
+  w_stop, w_skip = str(tmp_path / "stop"), str(tmp_path / "skip")
+  p_stop, p_skip = runs.start(w_stop, stop), runs.start(w_skip, skip)
+  rc_stop, _, err_stop = runs.finish(p_stop)
+  rc_skip, _, err_skip = runs.finish(p_skip)
+
+  # Stop: status 3, one line naming the step and the terms; the last good checkpoint kept.
+  assert rc_stop == errors.EXIT_NONFINITE, err_stop[-3000:]
+  assert_one_line_error(rc_stop, err_stop, "Step 5: non-finite loss terms",
+                        "loss_g=nan", "rec=nan", "last good checkpoint is step 3")
+  assert checkpoints.complete_steps(w_stop) == [3]
+  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(stored_state(w_stop, 3)))
+
+  # Skip: the run goes on; step 5 leaves params and optimizer states as they were.
+  assert rc_skip == 0, err_skip[-3000:]
+  rows = [json.loads(l) for l in open(os.path.join(w_skip, "metrics.jsonl"))]
+  assert [(r["step"], r["nonfinite_updates"]) for r in rows] == [(4, 0.0), (8, 1.0), (12, 0.0)]
+  assert all(np.isfinite(r["loss_g"]) for r in rows)
+  s4, s5, s6 = (stored_state(w_skip, s) for s in (4, 5, 6))
+  assert int(s5["step"]) == 5
+  assert_same_state((s4["params"], s4["opt_state"]), (s5["params"], s5["opt_state"]))
+  assert any(not np.array_equal(a, b) for a, b in
+             zip(jax.tree.leaves(s5["params"]), jax.tree.leaves(s6["params"])))
+  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(stored_state(w_skip, STEPS)))
+
+
+def free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_equal_one_process_and_agree_on_preemption(
+    runs, reference, synthetic_data_dir, tmp_path):
+  """2 processes × 2 devices, interrupted (Ctrl-C on one process) and resumed, end with the
+  state of 1 process × 4 devices: the same global batches in the same order."""
+  config = base(synthetic_data_dir)
+  workdir = str(tmp_path / "mp")
+
+  def start_pair():
+    port = free_port()
+    return [runs.start(workdir, config, devices=2,
+                       args=[f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+                             f"--process_id={i}"]) for i in range(2)]
+
+  procs = start_pair()
+  seen = wait_for_line(procs[0], f"step 2/{STEPS}")
+  procs[1].send_signal(signal.SIGINT)  # one process interrupted: both stop at one step
+  outs = [runs.finish(p) for p in procs]
+  for rc, _, err in outs:
+    assert rc == 0, err[-3000:]
+  out0 = "".join(seen) + outs[0][1]
+  stopped = [l for l in out0.splitlines() if l.startswith("Preempted (")]
+  assert stopped, out0
+  step = int(stopped[0].split("at step ")[1].split(":")[0])
+  assert 2 <= step < STEPS and checkpoints.complete_steps(workdir)[-1] == step
+  assert "step " not in outs[1][1]  # progress lines from process 0 only
+  for i in range(2):  # each process saved its own data position
+    assert os.path.exists(os.path.join(workdir, "checkpoints", str(step), "data",
+                                       f"process_{i}-of-2.json"))
+
+  for rc, _, err in [runs.finish(p) for p in start_pair()]:
+    assert rc == 0, err[-3000:]
+  assert_same_state(stored_state(workdir, STEPS), stored_state(reference, STEPS))
+  # Metrics, events and samples written once, by process 0.
+  rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  logged = [r["step"] for r in rows]
+  assert logged == sorted(set(logged)) and logged[-1] == STEPS
+  assert os.path.exists(os.path.join(workdir, "samples", f"step_{STEPS:07d}.png"))
+
+
+def test_full_disk_keeps_last_checkpoint(runs, reference, tmp_path):
+  """A checkpoint write that fails (here: files capped at 32 KB, EFBIG, as a full disk
+  gives ENOSPC) ends the run with one line; the previous checkpoint stays intact."""
+  workdir = str(tmp_path / "full")
+  shutil.copytree(reference, workdir)
+  for step in (8, 12):
+    shutil.rmtree(os.path.join(workdir, "checkpoints", str(step)))
+  cap = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (32 * 1024, 32 * 1024))
+  rc, _, err = runs.run(workdir, _config_of(reference), preexec_fn=cap)
+  assert_one_line_error(rc, err, "Could not write the checkpoint of step 8",
+                        "File too large", "last complete checkpoint (step 4) is intact")
+  assert checkpoints.complete_steps(workdir) == [4]
+  assert_same_state(stored_state(workdir, 4), stored_state(reference, 4))
+
+
+def _config_of(workdir):
+  """The config a workdir's latest checkpoint was made with."""
+  mngr = checkpoints.manager(workdir, create=False)
+  return checkpoints.config_from_json(checkpoints.restore_config(mngr, mngr.latest_step()))
+
+
+def test_hostile_inputs_give_one_line_errors(runs, reference, synthetic_data_dir, tmp_path):
+  config = base(synthetic_data_dir)
+  # Another model's checkpoint, a folder that is not an attrdis checkpoint, an unwritable
+  # workdir (a file stands where a folder should be: root ignores permissions).
+  other_model = str(tmp_path / "other")
+  shutil.copytree(reference, other_model)
+  wider = base(synthetic_data_dir)
+  wider.model.encoder_widths = (4, 8, 16)
+  wider.model.classifier_widths = (4, 16)
+  garbage = tmp_path / "garbage"
+  (garbage / "checkpoints" / "5").mkdir(parents=True)
+  (garbage / "checkpoints" / "5" / "state").write_bytes(b"\x00not a checkpoint")
+  (tmp_path / "file").write_text("a file")
+  cases = [
+      (other_model, wider, [], ["incompatible config", "model.encoder_widths"]),
+      (str(garbage), config, [], [f"{garbage}/checkpoints/5 is not a readable attrdis "
+                                  "checkpoint"]),
+      (str(tmp_path / "file" / "w"), config, [], ["--workdir=", "is not writable"]),
+      # Overrides of the wrong type or value, unknown fields, a missing config file.
+      (str(tmp_path / "w"), None, ["--config.batch_size=eight"],
+       ["--config.batch_size=eight", "invalid literal for int()"]),
+      (str(tmp_path / "w"), None, ["--config.loss_weights.rec=nan"],
+       ["config.loss_weights.rec=nan: must be a finite number"]),
+      (str(tmp_path / "w"), None, ["--config.dataset.attributes=identity,expression"],
+       ["'identity,expression' is not an attribute name"]),
+      (str(tmp_path / "w"), None, ["--config.no_such_field=1"], ["--config.no_such_field"]),
+      (str(tmp_path / "w"), None, ["--config=configs/missing.py"],
+       ["--config=configs/missing.py: No such file or directory"]),
+  ]
+  before = sorted(os.listdir(os.path.join(other_model, "checkpoints")))
+  procs = [runs.start(w, c, args) for w, c, args, _ in cases]
+  for proc, (_, _, _, fragments) in zip(procs, cases):
+    rc, _, err = runs.finish(proc)
+    assert_one_line_error(rc, err, *fragments)
+  assert sorted(os.listdir(os.path.join(other_model, "checkpoints"))) == before
+  assert not os.path.exists(tmp_path / "w" / "metrics.jsonl")
+
+
+def test_global_batches_do_not_depend_on_process_or_worker_count():
+  """The invariant behind the 2-process test, on a fake source: the rows each process
+  reads, put together, are the 1-process global batch; epochs reshuffle; any worker count."""
+  source = [{"id": i} for i in range(37)]
+  one = input_pipeline.GlobalBatchRows(source, 8, (0, 8), seed=3)
+  halves = [input_pipeline.GlobalBatchRows(source, 8, r, seed=3) for r in ((0, 4), (4, 8))]
+  assert one.batches_per_epoch == 4
+  for k in range(10):
+    want = [r["id"] for r in one[k]]
+    assert [r["id"] for h in halves for r in h[k]] == want
+    assert len(set(want)) == 8
+  epoch0 = sorted(i for k in range(4) for i in one.record_keys(k))
+  assert len(set(epoch0)) == 32  # each record at most once per epoch, 37 % 8 dropped
+  assert list(one.record_keys(4)) != list(one.record_keys(0))
+  # Through grain with workers (each worker reads whole elements): the same sequence.
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()  # grain's workers read absl flags
+  for workers in (0, 2):
+    loader = grain.DataLoader(
+        data_source=halves[1], sampler=grain.IndexSampler(num_records=8, num_epochs=1),
+        operations=[], worker_count=workers)
+    assert [[r["id"] for r in b] for b in loader] == [[r["id"] for r in halves[1][k]]
+                                                       for k in range(8)]
+
+
+def test_finite_guard_keeps_the_state_and_flags_the_step():
+  def step(state, x):
+    new = state.replace(step=state.step + 1, params={"w": state.params["w"] + x},
+                        opt_state={"m": state.opt_state["m"] * x})
+    return new, {"loss": jnp.sum(x)}
+  state = ts.TrainState(step=jnp.int32(0), params={"w": jnp.ones(3)},
+                        opt_state={"m": jnp.ones(3)})
+  guarded = jax.jit(step_lib.finite_guard(step))
+  s1, m1 = guarded(state, jnp.full(3, 2.0))
+  np.testing.assert_array_equal(s1.params["w"], 3.0)
+  assert float(m1["nonfinite"]) == 0.0
+  s2, m2 = guarded(s1, jnp.array([1.0, np.nan, 1.0]))
+  np.testing.assert_array_equal(s2.params["w"], s1.params["w"])
+  np.testing.assert_array_equal(s2.opt_state["m"], s1.opt_state["m"])
+  assert int(s2.step) == 2 and float(m2["nonfinite"]) == 1.0
+
+
+def test_image_errors_name_the_file(tmp_path):
+  """The helpers the sampling CLI uses to turn bad image files into one-line errors."""
+  good = tmp_path / "good.png"
+  Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(good)
+  truncated = tmp_path / "truncated.png"
+  truncated.write_bytes(good.read_bytes()[:2000])
+  text = tmp_path / "notes.png"
+  text.write_text("hello")
+  sixteen = tmp_path / "depth16.png"
+  Image.fromarray(np.zeros((8, 8), np.uint16) + 300).save(sixteen)
+
+  def read(path):
+    try:
+      with Image.open(path) as im:
+        im.load()
+        if im.mode != "RGB":
+          raise errors.unsupported_image_mode(path, im)
+    except errors.InputError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except
+      raise errors.image_error(path, e) from None
+
+  read(good)
+  for path, fragment in ((truncated, "truncated or corrupt"), (text, "not an image file"),
+                         (sixteen, "mode I;16 (16-bit) is not supported"),
+                         (tmp_path / "missing.png", "no such file")):
+    with pytest.raises(errors.InputError) as info:
+      read(path)
+    assert str(info.value).startswith(f"{path}: ") and fragment in str(info.value)
+    assert errors.message(info.value) == str(info.value)  # one line, known to the CLIs

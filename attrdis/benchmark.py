@@ -296,11 +296,11 @@ def benchmark_train(config, num_classes, devices, *, steps: int, warmup: int, wi
   jax.block_until_ready((state, batch))
 
   fn = step_lib.jit_train_step(models, config, mesh, schedule)
-  t0 = time.perf_counter()
+  t0, c0 = time.perf_counter(), time.process_time()
   lowered = fn.lower(state, batch)
-  t1 = time.perf_counter()
+  t1, c1 = time.perf_counter(), time.process_time()
   compiled = lowered.compile()
-  t2 = time.perf_counter()
+  t2, c2 = time.perf_counter(), time.process_time()
   flops_device = cost_flops(compiled)
 
   t3 = time.perf_counter()
@@ -320,11 +320,13 @@ def benchmark_train(config, num_classes, devices, *, steps: int, warmup: int, wi
   cpu_times: list[float] = []
   times = time_calls(one_step, steps, window, cpu_times)
   profile = None
-  if profile_dir:  # a few more steps under the profiler (not timed)
-    jax.profiler.start_trace(profile_dir)
-    time_calls(one_step, 1, min(window, 3))
-    jax.profiler.stop_trace()
+  if profile_dir:  # a few more steps under the profiler (not timed); never fatal
     try:
+      jax.profiler.start_trace(profile_dir)
+      try:
+        time_calls(one_step, 1, min(window, 3))
+      finally:
+        jax.profiler.stop_trace()
       profile = profile_summary(profile_dir)
     except Exception as e:  # pylint: disable=broad-except
       profile = {"error": f"{type(e).__name__}: {e}"}
@@ -344,6 +346,8 @@ def benchmark_train(config, num_classes, devices, *, steps: int, warmup: int, wi
       "model": {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.model.items()},
       "trace_s": t1 - t0,
       "compile_s": t2 - t1,
+      "trace_process_cpu_s": c1 - c0,
+      "compile_process_cpu_s": c2 - c1,
       "first_step_s": first_step,
       "window": window,
       "step_s": step,

@@ -866,9 +866,9 @@ class Evaluator:
           if prefix + key in accs:
             summary.setdefault(("truth_" if "truth_" in prefix else "") + key, []).append(
                 accs[prefix + key])
-      if len(grids) < 6:
-        r = min(6, len(src))
-        grids.append(np.stack([real[src[:r]], real[tgt[:r]], pred[:r], truth[:r]], axis=1))
+      r = min(3, len(src))  # one row per set: (source, target, transfer, truth) x 3 pairs
+      grids.append(np.stack([real[src[:r]], real[tgt[:r]], pred[:r], truth[:r]],
+                            axis=1).reshape((1, 4 * r) + pred.shape[1:]))
       self.progress(f"ground truth: {name} done ({len(src)} pairs)")
     for key, values in summary.items():
       group = "gt" if key.startswith(("l1", "psnr")) else "transfer"

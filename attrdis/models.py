@@ -28,14 +28,15 @@ Dtype = Any
 # Convolutions. Every conv of the model goes through ``conv2d``, which computes the same
 # function (NHWC × HWIO, no dilation) by one of three algorithms:
 #   "xla"       lax.conv_general_dilated (cuDNN on GPUs: used on every non-CPU backend);
-#   "gemm"      im2col (the k·k shifted views side by side) and one matmul: XLA:CPU's own
-#               convolutions run at a third of its matmul speed;
+#   "gemm"      im2col (the shifted views side by side) and matmuls, one per kernel row:
+#               XLA:CPU's own convolutions run at a third of its matmul speed;
 #   "winograd"  F(2×2, 3×3) Winograd for 3×3 stride-1 convs with even output sizes (the
 #               decoder's residual blocks, ~90 % of the FLOPs): 16 matmuls over the transformed
 #               tiles instead of 36 multiply-adds per 2×2 outputs; float32 only (its transforms
 #               are exact in binary, relative error ~1e-6).
-# "auto" (the default) picks "xla" off CPU, else "winograd" where it applies in float32 and
-# "gemm" otherwise. ``conv_implementation(name)`` forces one while tracing (tests, FLOP counts).
+# "auto" (the default) picks "xla" off CPU and for small convs (GEMM_MIN_MACS), else
+# "winograd" where it applies in float32 and "gemm" otherwise. ``conv_implementation(name)``
+# forces one while tracing (tests, FLOP counts).
 # ----------------------------------------------------------------------------------------------
 
 CONV_IMPLS = ("auto", "xla", "gemm", "winograd")
@@ -54,11 +55,16 @@ def conv_implementation(impl: str):
     _forced_conv_impl.pop()
 
 
-def resolve_conv_impl(impl: str, dtype, kernel_size, strides, out_size) -> str:
+# Below this many multiply-adds per call "auto" keeps XLA's conv on CPU too: such convs cost
+# little either way, and the im2col/Winograd graphs compile slower (tiny test models).
+GEMM_MIN_MACS = 10 ** 8
+
+
+def resolve_conv_impl(impl: str, dtype, kernel_size, strides, out_size, macs=None) -> str:
   if _forced_conv_impl and _forced_conv_impl[-1] != "auto":
     impl = _forced_conv_impl[-1]
   if impl == "auto":
-    if jax.default_backend() != "cpu":
+    if jax.default_backend() != "cpu" or (macs is not None and macs < GEMM_MIN_MACS):
       return "xla"
     impl = "winograd"
   if impl == "winograd" and not (tuple(kernel_size) == (3, 3) and tuple(strides) == (1, 1)
@@ -69,15 +75,19 @@ def resolve_conv_impl(impl: str, dtype, kernel_size, strides, out_size) -> str:
 
 
 def conv_gemm(x: jax.Array, kernel: jax.Array, strides) -> jax.Array:
-  """VALID conv as im2col + one matmul (x already padded)."""
+  """VALID conv as im2col + matmuls (x already padded), one matmul per kernel row: the
+  kw shifted views of a row side by side (K = kw·C), the rows' products summed. Row by row
+  keeps the im2col buffer kh times smaller at the same speed."""
   kh, kw, c, f = kernel.shape
   sh, sw = strides
   b, h, w, _ = x.shape
   ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
-  views = [x[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw, :]
-           for i in range(kh) for j in range(kw)]
-  cols = views[0] if len(views) == 1 else jnp.concatenate(views, axis=-1)
-  y = jnp.dot(cols.reshape(b * ho * wo, kh * kw * c), kernel.reshape(kh * kw * c, f))
+  y = None
+  for i in range(kh):
+    views = [x[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw, :] for j in range(kw)]
+    cols = views[0] if kw == 1 else jnp.concatenate(views, axis=-1)
+    row = jnp.dot(cols.reshape(b * ho * wo, kw * c), kernel[i].reshape(kw * c, f))
+    y = row if y is None else y + row
   return y.reshape(b, ho, wo, f)
 
 
@@ -125,7 +135,8 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides=(1, 1), padding="VALID",
   pads = (padding_pairs(x.shape[1:3], (kh, kw), strides, padding)
           if isinstance(padding, str) else [tuple(p) for p in padding])
   out = tuple((x.shape[1 + a] + sum(pads[a]) - (kh, kw)[a]) // strides[a] + 1 for a in range(2))
-  impl = resolve_conv_impl(impl, x.dtype, (kh, kw), strides, out)
+  macs = x.shape[0] * out[0] * out[1] * kh * kw * x.shape[-1] * kernel.shape[-1]
+  impl = resolve_conv_impl(impl, x.dtype, (kh, kw), strides, out, macs)
   if impl == "xla":
     return jax.lax.conv_general_dilated(x, kernel, strides, pads,
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))

@@ -125,7 +125,8 @@ def compile_train_step(models, config, mesh, schedule, state, num_attributes):
   batch = {"image": jax.ShapeDtypeStruct((b, s, s, 3), np.float32, sharding=data_sharding),
            "label": jax.ShapeDtypeStruct((b, num_attributes), np.int32,
                                          sharding=data_sharding)}
-  compiled = step_lib.jit_train_step(models, config, mesh, schedule).lower(state, batch).compile()
+  jitted = step_lib.jit_train_step(models, config, mesh, schedule)
+  compiled = jitted.lower(state, batch).compile()
   if jax.process_count() > 1:
     import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
     ocp.multihost.sync_global_processes("attrdis_train_step_compiled", timeout=3600,
@@ -176,10 +177,14 @@ class Preemption:
     """Whether to stop after ``step`` (call it after every step, on every process)."""
     if self._distributed:
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-      if multihost_utils.reached_preemption_sync_point(step):
+      try:
+        reached = multihost_utils.reached_preemption_sync_point(step)
+      except RuntimeError as e:  # jax_enable_preemption_service=False
+        logging.log_first_n(logging.WARNING, "No preemption sync: %s", 1, e)
+        reached = False
+      if reached:
         self.signal_name = self.signal_name or "SIGTERM"
-        return True
-      return False
+      return reached
     return self.signal_name is not None
 
   def close(self) -> None:

@@ -1,7 +1,7 @@
 r"""Scaling of the train step with the number of attributes M and the image size.
 
-    python benchmarks/scaling.py [--sizes=64,128] [--time_sizes=64] [--max_m=4] [--scaling_batch=16] [--timed_steps=2] \
-        [--scaling_output=scaling.json]
+    python benchmarks/scaling.py [--sizes=64,128] [--time_sizes=64] [--max_m=4] \
+        [--scaling_batch=16] [--timed_steps=2] [--scaling_output=scaling.json]
 
 FLOPs per step for every (M, size) come from XLA's cost analysis of the lowered step (no
 compilation needed): "model" FLOPs with XLA's own convolutions (the direct algorithm, what a GPU
@@ -73,8 +73,8 @@ def main(argv):
              "cpu_path_flops_per_step": lowered_flops(config, num_classes, "auto")}
       if str(size) in _TIME_SIZES.value:
         t = time.time()
-        r = benchmark.benchmark_train(config, num_classes, jax.devices()[:1], steps=_TIMED_STEPS.value,
-                                      warmup=1, window=1, peak=False)
+        r = benchmark.benchmark_train(config, num_classes, jax.devices()[:1],
+                                      steps=_TIMED_STEPS.value, warmup=1, window=1, peak=False)
         row.update(compile_s=r["compile_s"], step_s=r["step_s"]["median"],
                    step_process_cpu_s=r["step_process_cpu_s"]["median"],
                    images_per_s=r["images_per_s"], load_average=r["environment"]["load_average"],

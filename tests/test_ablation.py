@@ -117,12 +117,26 @@ def test_command_end_to_end(synthetic_data_dir, tmp_path):
         assert 0 <= m[f"{run}/knn_acc/{a}/z_{z}"] <= 1
         assert 0 <= m[f"{run}/latent_acc/C_{a}/z_{z}"] <= 1
         assert 0 <= m[f"{run}/entropy/C_{a}/z_{z}"] <= math.log(5) + 1e-5
+    # The embedding's Hopkins statistic is the evaluator's helper on the drawn embedding.
+    emb = result["embeddings"][f"z_expression, lambda_dis={run[4:]}"]
+    assert emb.shape == (20, 2)
+    mean, _ = ev.hopkins_per_class(emb, split_expression(synthetic_data_dir), 5, 3, 0, 0.1)
+    for c, name in enumerate(classes):
+      assert m[f"{run}/hopkins_tsne/{name}"] == pytest.approx(mean[c], abs=1e-6)
   png = os.path.join(w, "ablation_embeddings.png")
   assert result["images"]["embeddings"] == png and Image.open(png).size[0] > 300
   table = ablation.format_table(result, config.dis_weights)
-  assert "λ_dis=1" in table and "λ_dis=0" in table
+  assert "λ_dis=1" in table and "λ_dis=0" in table and "tsne of the codes" in table
   row = next(l for l in table.splitlines() if l.startswith("smile"))
   assert f"{m['dis_1/hopkins/smile']:.2f} ± {m['dis_1/hopkins/smile_std']:.2f}" in row
+
+
+def split_expression(data_dir):
+  """The expression labels of the tiny test split, in record order."""
+  from attrdis_datasets.synthetic_faces import synthetic_faces_dataset_builder as sf
+  source = sf.Builder(config="tiny", data_dir=data_dir, file_format="array_record"
+                      ).as_data_source("test")
+  return np.array([source[i]["expression"] for i in range(len(source))])
 
 
 def test_evaluate_codes_bookkeeping():

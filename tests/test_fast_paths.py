@@ -87,8 +87,12 @@ def test_conv_algorithms_compute_the_same_convolution(impl, shape, kernel, strid
 def test_winograd_is_chosen_only_where_it_applies():
   f32, bf16 = jnp.float32, jnp.bfloat16
   on_cpu = jax.default_backend() == "cpu"
-  assert models.resolve_conv_impl("auto", f32, (3, 3), (1, 1), (16, 16)) == (
+  big = models.GEMM_MIN_MACS
+  assert models.resolve_conv_impl("auto", f32, (3, 3), (1, 1), (16, 16), big) == (
       "winograd" if on_cpu else "xla")
+  assert models.resolve_conv_impl("auto", f32, (3, 3), (2, 2), (16, 16), big) == (
+      "gemm" if on_cpu else "xla")
+  assert models.resolve_conv_impl("auto", f32, (3, 3), (1, 1), (16, 16), big - 1) == "xla"
   assert models.resolve_conv_impl("winograd", f32, (3, 3), (1, 1), (15, 16)) == "gemm"
   assert models.resolve_conv_impl("winograd", f32, (3, 3), (2, 2), (16, 16)) == "gemm"
   assert models.resolve_conv_impl("winograd", bf16, (3, 3), (1, 1), (16, 16)) == "gemm"
@@ -101,7 +105,8 @@ def test_winograd_is_chosen_only_where_it_applies():
 
 def test_conv_module_has_nn_conv_parameters():
   x = jnp.zeros((1, 8, 8, 3))
-  for kw in (dict(kernel_size=(3, 3)), dict(kernel_size=(4, 4), strides=(2, 2)),
+  for kw in (dict(kernel_size=(3, 3), padding="VALID"),
+             dict(kernel_size=(4, 4), strides=(2, 2), padding="VALID"),
              dict(kernel_size=(3, 3), strides=(2, 2), padding="SAME")):
     ours = models.Conv(5, **kw).init(jax.random.key(0), x)
     ref = nn.Conv(5, **kw).init(jax.random.key(0), x)
@@ -156,7 +161,8 @@ def test_latent_all_is_every_classifier_on_every_code():
 
 
 def test_fast_step_equals_the_plain_step():
-  """compute_losses with XLA's convolutions vs the CPU algorithms: same losses, same grads."""
+  """compute_losses with XLA's convolutions vs the CPU algorithms (forced: the tiny model's
+  convs are below the size at which "auto" uses them): same losses, same grads."""
   config = tiny_config(image_size=16, batch_size=4)
   models_ = ts.create_models(config, (5, 3))
   params = ts.create_train_state(models_, 0).params
@@ -166,11 +172,11 @@ def test_fast_step_equals_the_plain_step():
   perms, alpha = step_lib.draw_randomness(jax.random.key(1), 4, 2)
   grad = jax.grad(step_lib.compute_losses, argnums=1, has_aux=True)
   out = {}
-  for impl in ("xla", "auto"):
+  for impl in ("xla", "winograd"):
     with models.conv_implementation(impl), jax.default_matmul_precision("highest"):
       out[impl] = jax.jit(lambda p: grad(models_, p, x, labels, perms, alpha,
                                          config.loss_weights))(params)
-  (g_xla, m_xla), (g_auto, m_auto) = out["xla"], out["auto"]
+  (g_xla, m_xla), (g_auto, m_auto) = out["xla"], out["winograd"]
   for k in m_xla:
     assert float(m_auto[k]) == pytest.approx(float(m_xla[k]), rel=1e-4, abs=1e-5), k
   for a, b in zip(jax.tree.leaves(g_auto), jax.tree.leaves(g_xla)):

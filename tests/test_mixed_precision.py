@@ -1,6 +1,7 @@
 """config.dtype='bfloat16': bf16 compute, float32 params / optimizer states / statistics / losses."""
 
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -14,9 +15,9 @@ BF16, F32 = jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float32)
 
 
 def sub_jaxprs(value):
-  if isinstance(value, jax.core.ClosedJaxpr):
+  if isinstance(value, jax.extend.core.ClosedJaxpr):
     yield value.jaxpr
-  elif isinstance(value, jax.core.Jaxpr):
+  elif isinstance(value, jax.extend.core.Jaxpr):
     yield value
   elif isinstance(value, (tuple, list)):
     for v in value:

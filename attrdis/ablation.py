@@ -13,9 +13,9 @@ and prints the table. Metrics per run (prefix ``dis_<λ>/``): ``hopkins/<class>`
 draws) and ``..._std``, ``hopkins/mean``; ``latent_acc/C_<m>/z_<k>`` and
 ``entropy/C_<m>/z_<k>`` (every head on every code); ``hopkins_<embedding>/<class>`` (the
 Hopkins statistic of the 2-D embedding drawn in the PNG, per expression cluster: Fig. 4's
-view, which may be what Table III measured); ``knn_acc/<a>/z_<k>`` (leave-one-out
-5-NN accuracy of attribute a from code z_k: illumination read from the expression codes
-is what λ_dis = 1 should remove).
+view, which may be what Table III measured); ``knn_acc/<b>/z_<k>`` (leave-one-out
+5-NN accuracy of label b — every label of the split, modelled or not — from code z_k:
+illumination read from the expression codes is what λ_dis = 1 should remove).
 
 Here there is no decoder and no z_0: the M codes only have to be classified (Eq. 3) and,
 with λ_dis > 0, be uninformative to every other attribute's head (Eq. 4 without its z_0
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import sys
 import time
@@ -203,19 +202,28 @@ def evaluate_codes(codes: Sequence[np.ndarray], logits, split: ec.SplitArrays,
       out[f"entropy/C_{b}/z_{a}"] = float(np.mean(
           np.asarray(cluster_metrics.entropies(l))))
     nearest = ev.knn_neighbours(codes[k], 5)
-    for b in attributes:
+    for b in split.labels:  # every label of the split: what else a code carries (identity…)
       out[f"knn_acc/{b}/z_{a}"] = ev.knn_vote_accuracy(nearest, split.labels[b])
   if "expression" in attributes:
     k = list(attributes).index("expression")
-    names = split.class_names["expression"]
-    mean, std = ev.hopkins_per_class(codes[k], split.labels["expression"], len(names),
-                                     int(config.hopkins_draws), int(config.seed),
-                                     float(config.hopkins_fraction))
-    for c, name in enumerate(names):
-      if np.isfinite(mean[c]):
-        out[f"hopkins/{name}"] = float(mean[c])
-        out[f"hopkins/{name}_std"] = float(std[c])
-    out["hopkins/mean"] = float(np.nanmean(mean))
+    out.update(hopkins_by_expression(codes[k], split, config, "hopkins"))
+  return out
+
+
+def hopkins_by_expression(points: np.ndarray, split: ec.SplitArrays, config,
+                          prefix: str) -> dict[str, float]:
+  """``<prefix>/<class>`` (+ ``_std``) and ``<prefix>/mean``: the Hopkins statistic of
+  ``points`` within each expression cluster (classes with too few points are left out)."""
+  names = split.class_names["expression"]
+  mean, std = ev.hopkins_per_class(points, split.labels["expression"], len(names),
+                                   int(config.hopkins_draws), int(config.seed),
+                                   float(config.hopkins_fraction))
+  out = {}
+  for c, name in enumerate(names):
+    if np.isfinite(mean[c]):
+      out[f"{prefix}/{name}"] = float(mean[c])
+      out[f"{prefix}/{name}_std"] = float(std[c])
+  out[f"{prefix}/mean"] = float(np.nanmean(mean))
   return out
 
 
@@ -263,15 +271,8 @@ def run(config: ml_collections.ConfigDict, workdir: str,
              if config.embedding == "tsne" else ev.pca_2d(z))
       embeddings[f"z_expression, lambda_dis={w:g}"] = emb
       # Table III may have been computed on the 2-D embedding of Fig. 4: both are given.
-      names = split.class_names["expression"]
-      mean, std = ev.hopkins_per_class(emb, split.labels["expression"], len(names),
-                                       int(config.hopkins_draws), int(config.seed),
-                                       float(config.hopkins_fraction))
-      for c, name in enumerate(names):
-        if np.isfinite(mean[c]):
-          metrics[f"{run_name(w)}/hopkins_{config.embedding}/{name}"] = float(mean[c])
-          metrics[f"{run_name(w)}/hopkins_{config.embedding}/{name}_std"] = float(std[c])
-      metrics[f"{run_name(w)}/hopkins_{config.embedding}/mean"] = float(np.nanmean(mean))
+      metrics.update(hopkins_by_expression(emb, split, config,
+                                           f"{run_name(w)}/hopkins_{config.embedding}"))
   os.makedirs(workdir, exist_ok=True)
   png = None
   if embeddings:

@@ -36,8 +36,11 @@ bad command line, 3 training stopped on a non-finite loss, 130 a second Ctrl-C.
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import re
 import sys
+import warnings
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -137,9 +140,75 @@ def fail(text: str, status: int = EXIT_ERROR) -> None:
   raise SystemExit(status)
 
 
+def _orbax_origin(record) -> bool:
+  if f"{os.sep}orbax{os.sep}" in (record.pathname or ""):
+    return True
+  tb = record.exc_info[2] if record.exc_info else None
+  while tb is not None:
+    if f"{os.sep}orbax{os.sep}" in tb.tb_frame.f_code.co_filename:
+      return True
+    tb = tb.tb_next
+  return False
+
+
+class _QuietCheckpointFailures(logging.Filter):
+  """A failed checkpoint write is reported once, as the CLI's ``error:`` line: Orbax's
+  background threads log it with a traceback (kept: the message; dropped: the traceback),
+  and asyncio logs each of the write's unretrieved futures again (dropped)."""
+
+  def filter(self, record):
+    if record.name == "asyncio" and "orbax-checkpoint-tmp" in record.getMessage():
+      return False
+    if record.exc_info and _orbax_origin(record):
+      if record.name == "asyncio":
+        return False
+      record.exc_info, record.exc_text = None, None
+    return True
+
+
+_QUIET = _QuietCheckpointFailures()
+
+
+def _late_callback_noise(exc_type, exc, tb) -> bool:
+  """Tensorstore writes that finish after Orbax closed the event loop of a failed save call
+  ``loop.call_soon_threadsafe`` from C, which reports "RuntimeError: Event loop is closed"
+  as an unraisable exception, once per write still in flight."""
+  tb = tb if tb is not None else getattr(exc, "__traceback__", None)
+  if exc_type is not RuntimeError or str(exc) != "Event loop is closed" or tb is None:
+    return False
+  return tb.tb_frame.f_code.co_name == "call_soon_threadsafe"
+
+
+def _install_quiet_hooks() -> None:
+  for name in ("absl", "asyncio"):
+    if _QUIET not in logging.getLogger(name).filters:
+      logging.getLogger(name).addFilter(_QUIET)
+  if getattr(sys.unraisablehook, "_attrdis_quiet", False):
+    return
+  original_except, original_unraisable = sys.excepthook, sys.unraisablehook
+
+  def excepthook(exc_type, exc, tb):
+    if not _late_callback_noise(exc_type, exc, tb):
+      original_except(exc_type, exc, tb)
+
+  def unraisablehook(unraisable):
+    if not _late_callback_noise(unraisable.exc_type, unraisable.exc_value,
+                                unraisable.exc_traceback):
+      original_unraisable(unraisable)
+
+  excepthook._attrdis_quiet = True  # pylint: disable=protected-access
+  unraisablehook._attrdis_quiet = True  # pylint: disable=protected-access
+  sys.excepthook, sys.unraisablehook = excepthook, unraisablehook
+  warnings.filterwarnings("ignore", message=r"coroutine .* was never awaited",
+                          category=RuntimeWarning)
+
+
 @contextlib.contextmanager
 def reported():
-  """Runs the body; a known error ends the program with its one-line message."""
+  """Runs the body; a known error ends the program with its one-line message. (For CLIs:
+  it also keeps the library noise of a failed checkpoint write, tracebacks from background
+  threads, out of the output, for the rest of the process.)"""
+  _install_quiet_hooks()
   try:
     yield
   except KeyboardInterrupt:
@@ -148,6 +217,9 @@ def reported():
     text = message(e)
     if text is None:
       raise
+    # The error line is the last word: library threads still winding down (an async
+    # checkpoint write that failed, say) log nothing after it.
+    logging.disable(logging.CRITICAL)
     fail(text, exit_status(e))
 
 

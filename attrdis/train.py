@@ -269,6 +269,25 @@ def nonfinite_error(host: list[tuple[int, dict]], workdir: str, last_saved: int 
                                step=step, terms=terms)
 
 
+EVAL_SHOWN = ("recon/psnr", "entropy/off_diagonal_normalized", "hopkins/expression/mean")
+
+
+def run_periodic_eval(config, workdir, models, state, step, writer) -> dict:
+  """``config.eval_every_steps``: the evaluator's cheap subset on the test split
+  (:func:`attrdis.evaluate.periodic_eval`), logged as ``eval/<metric>`` scalars and one line."""
+  from attrdis import evaluate  # pylint: disable=g-import-not-at-top
+  t = time.time()
+  params = {k: v for k, v in state.params.items() if k in ("gen", "cls")}
+  metrics = evaluate.periodic_eval(config, workdir, models, params, step)
+  writer.write_scalars(step, {f"eval/{k}": v for k, v in metrics.items()})
+  if jax.process_index() == 0:
+    gt = [k for k in metrics if k.startswith("gt/") and k.endswith("/l1")]
+    shown = [k for k in EVAL_SHOWN if k in metrics] + gt
+    print(f"eval {step}: " + " ".join(f"{k}={metrics[k]:.4f}" for k in shown) +
+          f" ({len(metrics)} metrics, {time.time() - t:.1f} s)", flush=True)
+  return metrics
+
+
 def poison(batch: dict) -> dict:
   """config.debug_nan_at_step: the batch with NaN images (a test of the non-finite path)."""
   return dict(batch, image=np.full_like(batch["image"], np.nan))
@@ -292,23 +311,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if latest is not None:
     checkpoints.check_compatible(checkpoints.restore_config(mngr, latest), config, workdir)
   preemption = Preemption()
+  writers = []
   try:
-    return _train(config, workdir, stop_at_step, mngr, latest, preemption)
+    return _train(config, workdir, stop_at_step, mngr, latest, preemption, writers)
   except KeyboardInterrupt:
     raise
   except BaseException:
-    # Let the checkpoint in flight (the last good one) complete before the error ends the run.
+    # Let the checkpoint in flight (the last good one) complete before the error ends the run,
+    # and the metric writers' background threads finish (their log lines come first).
     try:
       checkpoints.wait(mngr)
     except checkpoints.CheckpointError as e:
       logging.error("%s", e)
+    for writer in writers:
+      try:
+        writer.flush()
+      except Exception:  # pylint: disable=broad-except
+        pass
     raise
   finally:
     preemption.close()
 
 
-def _train(config, workdir, stop_at_step, mngr, latest, preemption) -> ts.TrainState:
-  """The loop of :func:`train_and_evaluate` (after its checks)."""
+def _train(config, workdir, stop_at_step, mngr, latest, preemption, writers) -> ts.TrainState:
+  """The loop of :func:`train_and_evaluate` (after its checks); ``writers`` receives the
+  metric writer, for the caller to flush if the run fails."""
   builder, info = input_pipeline.load(config)
   num_train_steps = num_steps(config, info)
   models = ts.create_models(config, info.num_classes, num_train_steps)
@@ -331,6 +358,7 @@ def _train(config, workdir, stop_at_step, mngr, latest, preemption) -> ts.TrainS
   initial_step = int(fetch(state.step))
 
   writer = create_writer(workdir)
+  writers.append(writer)
   if initial_step == 0:
     writer.write_hparams({k: str(v) if isinstance(v, (tuple, list)) else v
                           for k, v in configuration.flat_items(config)})
@@ -392,6 +420,9 @@ def _train(config, workdir, stop_at_step, mngr, latest, preemption) -> ts.TrainS
       if jax.process_index() == 0:
         images.save_png(grid, os.path.join(workdir, "samples", f"step_{step:07d}.png"))
         writer.write_images(step, {"samples": grid[None]})
+    if config.eval_every_steps > 0 and not preempted and (
+        step % config.eval_every_steps == 0 or step == num_train_steps):
+      run_periodic_eval(config, workdir, models, state, step, writer)
     if save_now:
       checkpoints.save(mngr, step, state, data_iter, config)
       last_saved = step

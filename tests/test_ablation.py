@@ -117,6 +117,8 @@ def test_command_end_to_end(synthetic_data_dir, tmp_path):
         assert 0 <= m[f"{run}/knn_acc/{a}/z_{z}"] <= 1
         assert 0 <= m[f"{run}/latent_acc/C_{a}/z_{z}"] <= 1
         assert 0 <= m[f"{run}/entropy/C_{a}/z_{z}"] <= math.log(5) + 1e-5
+    for b in ("identity", "gaze", "color"):  # what else the codes carry
+      assert 0 <= m[f"{run}/knn_acc/{b}/z_expression"] <= 1
     # The embedding's Hopkins statistic is the evaluator's helper on the drawn embedding.
     emb = result["embeddings"][f"z_expression, lambda_dis={run[4:]}"]
     assert emb.shape == (20, 2)

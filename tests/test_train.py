@@ -13,10 +13,9 @@ import pytest
 from PIL import Image
 
 from attrdis import checkpoints
-from attrdis import configuration
 from attrdis import train
 from attrdis.configuration import ConfigError
-from tiny import tiny_config
+from tiny import config_flags, tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -24,16 +23,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def stored_state(workdir, step):
   mngr = checkpoints.manager(workdir, create=False)
   return mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
-
-
-def config_flags(config):
-  """The command-line overrides that turn configs/synthetic.py into ``config``."""
-  out = []
-  for name, value in configuration.flat_items(config):
-    if isinstance(value, tuple):
-      value = "(" + ",".join(repr(v) if isinstance(v, str) else str(v) for v in value) + ",)"
-    out.append(f"--config.{name}={value}")
-  return out
 
 
 def test_cli_run_leaves_everything_and_resume_is_bit_exact(synthetic_data_dir, tmp_path):
@@ -139,3 +128,30 @@ def test_unwritable_workdir(tmp_path):
   blocker.write_text("not a folder")
   with pytest.raises(ConfigError, match="not writable"):
     train.check_workdir(str(blocker / "w"))
+
+
+def test_periodic_eval_is_logged(synthetic_data_dir, tmp_path, capsys):
+  """config.eval_every_steps: the evaluator's cheap subset runs at every multiple and at the
+  end; its numbers are the ones evaluate.periodic_eval gives on the saved checkpoint."""
+  from attrdis import evaluate  # pylint: disable=g-import-not-at-top
+  config = tiny_config()
+  config.dataset.data_dir = synthetic_data_dir
+  config.num_train_steps = 3
+  config.eval_every_steps = 2
+  config.checkpoint_every_steps = 1
+  workdir = str(tmp_path / "w")
+  train.train_and_evaluate(config, workdir)
+  rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  evals = {r["step"]: r for r in rows if any(k.startswith("eval/") for k in r)}
+  assert sorted(evals) == [2, 3]
+  printed = [l for l in capsys.readouterr().out.splitlines() if l.startswith("eval ")]
+  assert [l.split(":")[0] for l in printed] == ["eval 2", "eval 3"]
+  for step in (2, 3):
+    trained = checkpoints.load_trained(workdir, step)
+    expected = evaluate.periodic_eval(trained.config, workdir, trained.models, trained.params,
+                                      step)
+    got = {k[len("eval/"):]: v for k, v in evals[step].items() if k.startswith("eval/")}
+    assert sorted(got) == sorted(expected)
+    assert "recon/l1" in got and "gt/expression/l1" in got and "gt/expression/l1_source" in got
+    for k, v in expected.items():
+      assert got[k] == pytest.approx(v, rel=1e-4, abs=1e-6), k

@@ -1,5 +1,6 @@
 """Tiny configs shared by the tests: 16 px images, narrow widths, one residual block."""
 
+from attrdis import configuration
 from attrdis.configuration import base_config
 
 
@@ -22,3 +23,14 @@ def tiny_config(image_size: int = 16, batch_size: int = 8, attributes=("identity
   c.model.critic_base_width = 4
   c.model.classifier_widths = (4, 8)
   return c
+
+
+def config_flags(config) -> list[str]:
+  """The command-line overrides (``--config.FIELD=VALUE``) that turn any config file into
+  ``config``, for tests that start run_train.py."""
+  out = []
+  for name, value in configuration.flat_items(config):
+    if isinstance(value, tuple):
+      value = "(" + ",".join(repr(v) if isinstance(v, str) else str(v) for v in value) + ",)"
+    out.append(f"--config.{name}={value}")
+  return out

@@ -6,6 +6,9 @@
 # is logged and the script goes on. Run from the repository root:
 #
 #   bash benchmarks/gpu_check.sh            # results under $OUT (./gpu_out if OUT is unset)
+#   GPU_CHECK_PARTS="train_bf16 eval input" bash benchmarks/gpu_check.sh   # some parts only
+#
+# Parts: train_bf16, torch (the peer, bf16 and f32), train_f32, eval, input.
 #
 # Needs (carried in .whl/, see notes/performance.md): ml_collections (+ the input pipeline's
 # wheels) and optionally torch_ref.py; jax with CUDA, flax, optax and torch are the machine's.
@@ -22,6 +25,9 @@ T0=$(date +%s)
 BUDGET=${GPU_CHECK_BUDGET_S:-330}
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2 XLA_PYTHON_CLIENT_PREALLOCATE=false
+
+PARTS=" ${GPU_CHECK_PARTS:-train_bf16 torch train_f32 eval input} "
+want() { [[ "$PARTS" == *" $1 "* ]]; }
 
 remaining() { echo $(( BUDGET - ($(date +%s) - T0) )); }
 
@@ -69,7 +75,7 @@ export PYTHONPATH=$PWD:$SITE_CORE
 
 # Start building the synthetic 128 px dataset now (CPU only, single process) for the input
 # part at the end; TFDS data goes to /tmp/tfds.
-( PYTHONPATH=$PWD:$SITE_INPUT:$SITE_CORE timeout 240 $PY -c "
+want input && ( PYTHONPATH=$PWD:$SITE_INPUT:$SITE_CORE timeout 240 $PY -c "
 from attrdis_datasets.synthetic_faces import synthetic_faces_dataset_builder as sf
 import time; t = time.time()
 sf.Builder(config='128px', data_dir='/tmp/tfds', file_format='array_record').download_and_prepare()
@@ -80,10 +86,10 @@ BENCH="$PY -m attrdis.benchmark --config=configs/multipie.py --config.image_size
 
 # --- the paper-size train step in bfloat16 (the MFU target). If it fails fast (e.g. the
 # machine's flax/optax do not fit this code), retry once with the carried flax 0.12.8/optax 0.2.8.
-TRAIN_BF16="$BENCH --config.dtype=bfloat16 --steps=10 --window=10 --profile_dir=/tmp/prof_bf16"
+TRAIN_BF16="$BENCH --config.dtype=bfloat16 ${TRAIN_BF16_ARGS:---steps=10 --window=10 --profile_dir=/tmp/prof_bf16}"
 t=$(date +%s)
-run_part train_bf16 150 $TRAIN_BF16 --output="$OUT/train_bf16.json"
-if ! grep -q '"images_per_s"' "$OUT/train_bf16.json" 2>/dev/null \
+want train_bf16 && run_part train_bf16 ${TRAIN_LIMIT_S:-150} $TRAIN_BF16 --output="$OUT/train_bf16.json"
+if want train_bf16 && ! grep -q '"images_per_s"' "$OUT/train_bf16.json" 2>/dev/null \
    && (( $(date +%s) - t < 60 )) && [ -n "$(ls $SITE_PIN 2>/dev/null)" ]; then
   echo "train_bf16 failed fast with the machine's flax/optax: retrying with the carried ones"
   export PYTHONPATH=$PWD:$SITE_PIN:$SITE_CORE
@@ -98,25 +104,25 @@ for p in "${TORCH_REF:-}" .whl/torch_ref.py benchmarks/torch_ref.py shared/peers
 done
 TORCH="env -u PYTHONPATH $PY $PEER --size 128 --batch 16 --classes 337,4,20 --steps 6 --device cuda"
 [ -n "$PEER" ] || echo "torch_ref.py not found (copy /work/shared/peers/torch_ref.py to .whl/)"
-[ -n "$PEER" ] && run_part torch_bf16 60 $TORCH --bf16 >> "$OUT/torch_peer.log" 2>&1
-run_part train_f32 110 $BENCH --config.dtype=float32 --steps=8 --window=10 \
+want torch && [ -n "$PEER" ] && run_part torch_bf16 60 $TORCH --bf16 >> "$OUT/torch_peer.log" 2>&1
+want train_f32 && run_part train_f32 110 $BENCH --config.dtype=float32 --steps=8 --window=10 \
   --output="$OUT/train_f32.json"
-[ -n "$PEER" ] && run_part torch_f32 60 $TORCH >> "$OUT/torch_peer.log" 2>&1
+want torch && [ -n "$PEER" ] && run_part torch_f32 60 $TORCH >> "$OUT/torch_peer.log" 2>&1
 grep -E "RESULT|=== |Error" "$OUT/torch_peer.log" || true
 
 # --- the evaluator (translation, Inception features, classifiers), bf16 and batch 64 -------
-run_part eval 70 $BENCH --part=eval --config.dtype=bfloat16 --eval_batch=64 --steps=5 --window=5 \
+want eval && run_part eval ${EVAL_LIMIT_S:-70} $BENCH --part=eval --config.dtype=bfloat16 --eval_batch=64 --steps=5 --window=5 \
   --output="$OUT/eval.json"
 
 # --- the input pipeline: grain over the synthetic 128 px TFDS data (built in the background) --
-for i in $(seq 1 30); do
+want input && for i in $(seq 1 30); do
   grep -q "built in" /tmp/tfds_build.log 2>/dev/null && break
   (( $(remaining) < 40 )) && break
   sleep 2
 done
-cat /tmp/tfds_build.log
-PYTHONPATH=$PWD:$SITE_INPUT:$SITE_CORE run_part input 45 $PY -m attrdis.benchmark \
-  --config=configs/synthetic.py --config.dataset.builder_config=128px --config.image_size=128 \
+want input && cat /tmp/tfds_build.log
+want input && PYTHONPATH=$PWD:$SITE_INPUT:$SITE_CORE run_part input 45 $PY -m attrdis.benchmark \
+  --part=input --config=configs/synthetic.py --config.dataset.builder_config=128px --config.image_size=128 \
   --config.dataset.data_dir=/tmp/tfds --config.dataset.num_workers=8 --batches=200 \
   --train_json="$OUT/train_bf16.json" --output="$OUT/input.json"
 

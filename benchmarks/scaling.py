@@ -24,9 +24,6 @@ import jax
 
 from attrdis import benchmark
 from attrdis import configuration
-from attrdis import models
-from attrdis import train_state as ts
-from attrdis import train_step as step_lib
 
 _SIZES = flags.DEFINE_list("sizes", ["64", "128"], "Image sizes for FLOPs.")
 _TIME_SIZES = flags.DEFINE_list("time_sizes", ["64"], "Image sizes also timed.")
@@ -39,23 +36,8 @@ CLASSES = (337, 4, 20, 15)
 
 
 def lowered_flops(config, num_classes, impl: str) -> float:
-  models_ = ts.create_models(config, num_classes)
-  mesh = step_lib.make_mesh(jax.devices()[:1])
-  replicated, data = step_lib.shardings(mesh)
-  state = jax.eval_shape(lambda: ts.create_train_state(models_, config.seed))
-  s = config.image_size
-  batch = {"image": jax.ShapeDtypeStruct((config.batch_size, s, s, 3), "float32",
-                                         sharding=data),
-           "label": jax.ShapeDtypeStruct((config.batch_size, len(num_classes)), "int32",
-                                         sharding=data)}
-  state = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
-                       state)
-  with models.conv_implementation(impl):
-    lowered = step_lib.jit_train_step(models_, config, mesh).lower(state, batch)
-  cost = lowered.cost_analysis()
-  if isinstance(cost, (list, tuple)):
-    cost = cost[0]
-  return float(cost["flops"])
+  """XLA's cost analysis of the lowered step with convolution implementation ``impl``."""
+  return benchmark.model_flops(config, num_classes, impl)
 
 
 def main(argv):

@@ -26,8 +26,14 @@ def test_train_part_reports_consistent_numbers():
   assert result["images_per_s_per_device"] == pytest.approx(result["images_per_s"] / 2)
   assert result["environment"]["num_devices"] == 2
   # FLOPs of the whole step (both devices' programs), and MFU = achieved / measured peak.
+  # Model FLOPs (lowered step, direct convs: what MFU uses) and executed FLOPs (compiled
+  # step): the same work here, where the tiny model's convs are all XLA's on both sides.
   assert result["flops_per_step"] > 1e6
-  assert result["achieved_flops_per_s"] == pytest.approx(result["flops_per_step"] / step["median"])
+  assert 0.7 < result["model_flops_per_step"] / result["flops_per_step"] < 1.4
+  assert result["achieved_flops_per_s"] == pytest.approx(
+      result["model_flops_per_step"] / step["median"])
+  assert result["executed_flops_per_s"] == pytest.approx(
+      result["flops_per_step"] / step["median"])
   assert result["peak_matmul"]["n"] == 256 and result["peak_matmul"]["dtype"] == "float32"
   assert result["mfu"] == pytest.approx(
       result["achieved_flops_per_s_per_device"] / result["peak_flops_per_s"])
@@ -38,12 +44,16 @@ def test_train_part_reports_consistent_numbers():
 
 def test_flops_double_with_the_batch():
   """The cost analysis counts the step's real work: twice the images, about twice the FLOPs."""
-  flops = []
+  flops, model = [], []
   for b in (4, 8):
     config = tiny_config(batch_size=b)
-    flops.append(benchmark.benchmark_train(config, (5, 3), jax.devices()[:1], steps=1,
-                                           warmup=1, window=1, peak=False)["flops_per_step"])
+    r = benchmark.benchmark_train(config, (5, 3), jax.devices()[:1], steps=1, warmup=1,
+                                  window=1, peak=False)
+    flops.append(r["flops_per_step"])
+    model.append(r["model_flops_per_step"])
+    assert model[-1] == benchmark.model_flops(config, (5, 3))
   assert 1.8 < flops[1] / flops[0] < 2.1
+  assert 1.8 < model[1] / model[0] < 2.1
 
 
 def test_num_classes_from_table_or_flag():
@@ -110,3 +120,19 @@ def test_prefetch_to_device_keeps_order_and_shards():
   for i, b in enumerate(got):
     assert b["image"].sharding == data
     np.testing.assert_array_equal(np.asarray(b["image"]), host[i]["image"])
+
+
+def test_eval_part_times_each_stage_and_their_sequence():
+  config = tiny_config(batch_size=2)
+  result = benchmark.benchmark_eval(config, (5, 3), jax.devices()[:1], steps=2, window=1)
+  assert result["part"] == "eval" and result["batch_size"] == 2
+  rates = []
+  for name in ("translate", "inception", "classifiers"):
+    part = result[name]
+    assert part["compile_s"] > 0 and part["batch_s"]["n"] == 2
+    assert part["images_per_s"] == pytest.approx(2 / part["batch_s"]["median"])
+    rates.append(part["images_per_s"])
+  # Inception-V3 at 299 px costs ~5.7 GFLOP per image (the FID network), far above the rest.
+  assert result["inception"]["flops_per_batch"] > 2 * 5e9
+  assert result["images_per_s"] == pytest.approx(1 / sum(1 / r for r in rates))
+  json.dumps(result)

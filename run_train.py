@@ -7,7 +7,7 @@ saves a checkpoint at the current step and exits with status 0.
 Several processes (one per host, or per GPU): pass ``--distributed`` and JAX finds the
 coordinator, the process count and this process' id from the cluster's environment (SLURM,
 Open MPI, Cloud TPU, GKE, ...), or give them with ``--coordinator_address``,
-``--num_processes`` and ``--process_id``. See notes/reliability.md.
+``--num_processes`` and ``--process_id``. See docs/notes/reliability.md.
 
 Errors a user can cause end with one ``error: ...`` line (status 1; 2 for a bad command
 line; 3 when training stopped on a non-finite loss).

@@ -137,10 +137,11 @@ def summarize(times: Sequence[float]) -> dict:
   }
 
 
-def cost_flops(compiled) -> float | None:
-  """FLOPs of one call of a compiled program (per device program) from XLA's cost analysis."""
+def cost_flops(program) -> float | None:
+  """FLOPs of one call of a compiled (per device program) or lowered program from XLA's cost
+  analysis; None where the backend gives none."""
   try:
-    cost = compiled.cost_analysis()
+    cost = program.cost_analysis()
   except Exception as e:  # pylint: disable=broad-except  # backends without it
     logging.warning("cost_analysis failed: %s", e)
     return None
@@ -171,15 +172,11 @@ def model_flops(config, num_classes, impl: str = "xla") -> float | None:
     batch = {"image": jax.ShapeDtypeStruct((b, s, s, 3), "float32", sharding=data),
              "label": jax.ShapeDtypeStruct((b, len(num_classes)), "int32", sharding=data)}
     with models_lib.conv_implementation(impl):
-      cost = step_lib.jit_train_step(models_, config, mesh).lower(state, batch).cost_analysis()
+      lowered = step_lib.jit_train_step(models_, config, mesh).lower(state, batch)
   except Exception as e:  # pylint: disable=broad-except
-    logging.warning("cost analysis of the lowered step failed: %s", e)
+    logging.warning("lowering the step for its cost analysis failed: %s", e)
     return None
-  if isinstance(cost, (list, tuple)):
-    cost = cost[0] if cost else None
-  if not cost or "flops" not in cost:
-    return None
-  return float(cost["flops"])
+  return cost_flops(lowered)
 
 
 def compiled_memory(compiled) -> dict | None:

@@ -38,7 +38,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.num_sample_images = 8
   c.eval_every_steps = 0  # 0: never run the evaluator during training
 
-  # Non-finite losses (notes/reliability.md). Every step flags a non-finite loss term or
+  # Non-finite losses (docs/notes/reliability.md). Every step flags a non-finite loss term or
   # update in its metrics and leaves the params and optimizer states as they were (the step
   # counter still advances); the host sees the flag when it fetches metrics (every
   # log_every_steps, and before every checkpoint, so no non-finite step precedes a save).

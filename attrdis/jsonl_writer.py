@@ -21,6 +21,7 @@ class JsonlWriter(interface.MetricWriter):
     row = {"step": int(step)}
     row.update({k: float(np.asarray(v)) for k, v in scalars.items()})
     self._file.write(json.dumps(row) + "\n")
+    self._file.flush()  # a row per logging interval: readable while the run goes on
 
   def write_summaries(self, step, values, metadata=None):
     pass

@@ -4,7 +4,7 @@ Everything random is a function of ``config.seed`` and the step; the data order 
 grain iterator's, whose position is checkpointed with the params, so a run stopped and
 started again on the same workdir ends where an uninterrupted run would.
 
-Reliability (notes/reliability.md): SIGTERM/SIGINT end the run after the current step with
+Reliability (docs/notes/reliability.md): SIGTERM/SIGINT end the run after the current step with
 a checkpoint at that step (all processes agree on the step through JAX's preemption sync
 point); non-finite steps are flagged inside the step, never applied, and stop the run (or
 are skipped, with ``config.skip_nonfinite_updates``) without a checkpoint after them;

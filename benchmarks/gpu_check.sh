@@ -10,7 +10,7 @@
 #
 # Parts: train_bf16, torch (the peer, bf16 and f32), train_f32, eval, input.
 #
-# Needs (carried in .whl/, see notes/performance.md): ml_collections (+ the input pipeline's
+# Needs (carried in .whl/, see docs/notes/performance.md): ml_collections (+ the input pipeline's
 # wheels) and optionally torch_ref.py; jax with CUDA, flax, optax and torch are the machine's.
 # At most 8 files come back from $OUT: gpu_check.log, train_bf16.json,
 # train_f32.json, torch_peer.log, eval.json, input.json, summary.txt (7 files).

@@ -2,7 +2,7 @@
 
 The real FID weights (pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth``, ~95 MB) cannot be
 committed or downloaded here. The agreement fixture (``tests/fixtures/fid_reference.npz``, made
-by ``tools/make_fid_fixture.py`` with torch + pytorch-fid) therefore runs pytorch-fid's network
+by ``tests/make_fid_fixture.py`` with torch + pytorch-fid) therefore runs pytorch-fid's network
 on weights drawn from this generator, and the tests regenerate the same weights with numpy alone.
 
 Every tensor is drawn from its own stream, seeded by (seed, crc32(key)), so a value does not

@@ -1,7 +1,7 @@
 """The Flax FID Inception-V3 against pytorch-fid, and the torch-free .pth loader. No torch here.
 
-The reference numbers were made once by ``tools/make_fid_fixture.py`` with torch + pytorch-fid
-(see notes/fid.md); the stand-in weights are regenerated with numpy by fid_fixture_weights.
+The reference numbers were made once by ``tests/make_fid_fixture.py`` with torch + pytorch-fid
+(see docs/notes/fid.md); the stand-in weights are regenerated with numpy by fid_fixture_weights.
 """
 
 from __future__ import annotations

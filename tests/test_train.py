@@ -155,3 +155,14 @@ def test_periodic_eval_is_logged(synthetic_data_dir, tmp_path, capsys):
     assert "recon/l1" in got and "gt/expression/l1" in got and "gt/expression/l1_source" in got
     for k, v in expected.items():
       assert got[k] == pytest.approx(v, rel=1e-4, abs=1e-6), k
+
+
+def test_metrics_rows_are_readable_while_the_run_goes_on(tmp_path):
+  from attrdis import jsonl_writer  # pylint: disable=g-import-not-at-top
+  path = str(tmp_path / "m" / "metrics.jsonl")
+  writer = jsonl_writer.JsonlWriter(path)
+  writer.write_scalars(3, {"loss": np.float32(1.5), "acc": 0.25})
+  assert jsonl_writer.read_jsonl(path) == [{"step": 3, "loss": 1.5, "acc": 0.25}]
+  writer.write_scalars(4, {"loss": 2.0})
+  assert [r["step"] for r in jsonl_writer.read_jsonl(path)] == [3, 4]
+  writer.close()

@@ -3,7 +3,7 @@
     python3 -m venv /tmp/fidvenv
     /tmp/fidvenv/bin/pip install torch==2.14.1 torchvision==0.29.1   # from this machine's disk
     /tmp/fidvenv/bin/pip install pytorch-fid numpy pillow scipy
-    /tmp/fidvenv/bin/python tools/make_fid_fixture.py [--out tests/fixtures]
+    /tmp/fidvenv/bin/python tests/make_fid_fixture.py [--out tests/fixtures]
 
 Writes into --out:
 

@@ -277,8 +277,7 @@ def run_periodic_eval(config, workdir, models, state, step, writer) -> dict:
   (:func:`attrdis.evaluate.periodic_eval`), logged as ``eval/<metric>`` scalars and one line."""
   from attrdis import evaluate  # pylint: disable=g-import-not-at-top
   t = time.time()
-  params = {k: v for k, v in state.params.items() if k in ("gen", "cls")}
-  metrics = evaluate.periodic_eval(config, workdir, models, params, step)
+  metrics = evaluate.periodic_eval(config, workdir, models, state.params, step)
   writer.write_scalars(step, {f"eval/{k}": v for k, v in metrics.items()})
   if jax.process_index() == 0:
     gt = [k for k in metrics if k.startswith("gt/") and k.endswith("/l1")]

@@ -35,11 +35,6 @@ _OUTPUT = flags.DEFINE_string("scaling_output", "", "Write the JSON here too.")
 CLASSES = (337, 4, 20, 15)
 
 
-def lowered_flops(config, num_classes, impl: str) -> float:
-  """XLA's cost analysis of the lowered step with convolution implementation ``impl``."""
-  return benchmark.model_flops(config, num_classes, impl)
-
-
 def main(argv):
   del argv
   rows = []
@@ -51,8 +46,8 @@ def main(argv):
       num_classes = CLASSES[:m]
       row = {"M": m, "image_size": size, "batch_size": _BATCH.value,
              "num_classes": list(num_classes),
-             "model_flops_per_step": lowered_flops(config, num_classes, "xla"),
-             "cpu_path_flops_per_step": lowered_flops(config, num_classes, "auto")}
+             "model_flops_per_step": benchmark.model_flops(config, num_classes, "xla"),
+             "cpu_path_flops_per_step": benchmark.model_flops(config, num_classes, "auto")}
       if str(size) in _TIME_SIZES.value:
         t = time.time()
         r = benchmark.benchmark_train(config, num_classes, jax.devices()[:1],

@@ -1,8 +1,10 @@
 """Trains attrdis: ``python run_train.py --config=configs/synthetic.py --workdir=W``.
 
 Any config field can be overridden: ``--config.batch_size=32 --config.num_train_steps=100``.
-Started again on the same workdir, it resumes from the latest checkpoint. SIGTERM or Ctrl-C
-saves a checkpoint at the current step and exits with status 0.
+Started again on the same workdir, it resumes from the latest checkpoint (if that one is
+damaged, ``--config.resume_from_intact=True`` moves it aside and resumes from the newest intact
+one). One trainer per workdir: a second one on a workdir in use stops at once. SIGTERM or
+Ctrl-C saves a checkpoint at the current step and exits with status 0.
 
 Several processes (one per host, or per GPU): pass ``--distributed`` and JAX finds the
 coordinator, the process count and this process' id from the cluster's environment (SLURM,

@@ -15,6 +15,7 @@ STRUCTURAL_FIELDS = ("image_size", "model", "dataset.name", "dataset.builder_con
                      "dataset.attributes")
 
 DTYPES = ("float32", "bfloat16")
+NORMS = ("instance", "layer", "none")  # models.NORMS (kept here: configs import no JAX)
 
 
 class ConfigError(ValueError):
@@ -48,6 +49,10 @@ def base_config() -> ml_collections.ConfigDict:
   # For tests of the above only: N > 0 replaces the images of step N's batch with NaN
   # (on the host, before the step; the compiled step is unchanged). 0: off.
   c.debug_nan_at_step = 0
+  # A damaged latest checkpoint (docs/notes/reliability.md) stops training with a message
+  # naming it and the newest intact one. True: move the damaged ones to
+  # workdir/damaged_checkpoints/ (never deleted) and resume from the newest intact one.
+  c.resume_from_intact = False
 
   c.dataset = ml_collections.ConfigDict()
   c.dataset.name = "synthetic_faces"
@@ -62,6 +67,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.num_res_blocks = 6
   c.model.decoder_up_widths = (64, 32)  # dec-1, dec-2 (Table I)
   c.model.wide_decoder = False  # the released code: dec widths × (M+1)
+  c.model.norm = "instance"  # after each encoder/decoder conv: instance (paper), layer, none
   c.model.critic_base_width = 64
   c.model.critic_max_blocks = 6
   c.model.classifier_widths = (64, 128)  # the last must equal the code's channels
@@ -162,7 +168,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"config.dtype={config.dtype!r}: choose one of {', '.join(DTYPES)}.")
   attrs = tuple(config.dataset.attributes)
   if not attrs:
-    raise ConfigError("config.dataset.attributes is empty: name at least one labelled "
+    raise ConfigError("config.dataset.attributes=(): is empty; name at least one labelled "
                       "attribute to model (e.g. 'identity,expression').")
   if len(set(attrs)) != len(attrs):
     raise ConfigError(f"config.dataset.attributes={attrs}: an attribute is named twice.")
@@ -180,6 +186,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
         f"config.model.classifier_widths={tuple(m.classifier_widths)}: needs 2 widths, the last "
         f"equal to the code's channels (config.model.encoder_widths[-1]={m.encoder_widths[-1]}), "
         "since codes enter the classifiers at their dense layer.")
+  if m.norm not in NORMS:
+    raise ConfigError(f"config.model.norm={m.norm!r}: choose one of {', '.join(NORMS)}.")
   if len(m.decoder_up_widths) != 2:
     raise ConfigError(f"config.model.decoder_up_widths={tuple(m.decoder_up_widths)}: needs 2.")
   if not 0.0 <= config.optimizer.decay_fraction <= 1.0:
@@ -189,9 +197,26 @@ def validate(config: ml_collections.ConfigDict) -> None:
                "sample_every_steps", "num_sample_images"):
     if config[name] < 1:
       raise ConfigError(f"config.{name}={config[name]}: must be ≥ 1.")
-  if config.num_train_steps <= 0 and config.num_epochs < 1:
-    raise ConfigError(f"config.num_epochs={config.num_epochs}: must be ≥ 1 (or set "
-                      "config.num_train_steps).")
+  if config.num_train_steps == 0 or config.num_train_steps < -1:
+    raise ConfigError(f"config.num_train_steps={config.num_train_steps}: must be ≥ 1, or -1 "
+                      "for config.num_epochs epochs.")
+  if config.eval_every_steps < 0:
+    raise ConfigError(f"config.eval_every_steps={config.eval_every_steps}: must be ≥ 0 "
+                      "(0: never).")
+  if config.dataset.num_workers < -1:
+    raise ConfigError(f"config.dataset.num_workers={config.dataset.num_workers}: must be ≥ 0, "
+                      "or -1 to choose from the machine's cores.")
+  for name in ("encoder_widths", "decoder_up_widths", "classifier_widths"):
+    widths = tuple(m[name])
+    if not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths):
+      raise ConfigError(f"config.model.{name}={widths}: widths must be integers ≥ 1.")
+  for name, least in (("num_res_blocks", 0), ("critic_base_width", 1),
+                      ("critic_max_blocks", 1)):
+    if m[name] < least:
+      raise ConfigError(f"config.model.{name}={m[name]}: must be ≥ {least}.")
+  if config.num_epochs < 1:
+    raise ConfigError(f"config.num_epochs={config.num_epochs}: must be ≥ 1 (it counts when "
+                      "config.num_train_steps is -1).")
   for name, value in flat_items(config.loss_weights, "loss_weights."):
     if not math.isfinite(value) or value < 0:
       raise ConfigError(f"config.{name}={value}: must be a finite number ≥ 0.")

@@ -166,7 +166,9 @@ def conv_widths(image_size: int, base: int = 32, cap: int = 128) -> tuple[int, .
 
 
 class SmallCNN(nn.Module):
-  """Per stage conv 3×3 stride 2 → ReLU (to 4×4); dense 128 → ReLU → dense."""
+  """Per stage conv 3×3 → ReLU → conv 3×3 stride 2 → ReLU (to 4×4); dense 128 → ReLU →
+  dense. (The stride-1 conv of each stage sees every pixel before the resolution halves:
+  the expressions' details are a few pixels wide at 32 px.)"""
   out: int
   widths: tuple[int, ...]
   hidden: int = 128
@@ -174,6 +176,7 @@ class SmallCNN(nn.Module):
   @nn.compact
   def __call__(self, x):
     for w in self.widths:
+      x = nn.relu(nn.Conv(w, (3, 3))(x))
       x = nn.relu(nn.Conv(w, (3, 3), (2, 2))(x))
     x = x.reshape(x.shape[0], -1)
     x = nn.relu(nn.Dense(self.hidden)(x))
@@ -364,8 +367,8 @@ def train(train_split: SplitArrays, tasks: Sequence[Task], image_size: int, step
   return net, params
 
 
-def save(workdir: str, net: EvalNet, params, meta: dict) -> None:
-  d = directory(workdir)
+def save(d: str, net: EvalNet, params, meta: dict) -> None:
+  """Writes the networks into the folder ``d``."""
   os.makedirs(d, exist_ok=True)
   for name, data in (("params.msgpack", flax.serialization.to_bytes(jax.device_get(params))),
                      ("meta.json", json.dumps(meta, indent=1).encode())):
@@ -375,9 +378,8 @@ def save(workdir: str, net: EvalNet, params, meta: dict) -> None:
     os.replace(tmp, os.path.join(d, name))
 
 
-def load(workdir: str, want: dict) -> EvalModel | None:
-  """The cached networks if their spec equals ``want``, else None."""
-  d = directory(workdir)
+def load(d: str, want: dict) -> EvalModel | None:
+  """The networks saved in the folder ``d`` if their spec equals ``want``, else None."""
   try:
     with open(os.path.join(d, "meta.json")) as f:
       meta = json.load(f)
@@ -401,17 +403,18 @@ def load(workdir: str, want: dict) -> EvalModel | None:
   return EvalModel(net, jax.device_put(params), tasks, meta)
 
 
-def load_or_train(workdir: str, dataset: str, builder_config: str, image_size: int,
+def load_or_train(d: str, dataset: str, builder_config: str, image_size: int,
                   tasks: Sequence[Task], get_train: Callable[[], SplitArrays],
                   test: SplitArrays, steps: int = 2000, batch_size: int = 64,
                   learning_rate: float = 1e-3, seed: int = 0,
                   progress: Callable[[str], None] | None = None) -> EvalModel:
-  """The networks of ``workdir/eval_classifiers`` if they match, else trained and saved
-  (with their accuracy on ``test``). ``get_train`` reads the training split when needed."""
+  """The networks saved in the folder ``d`` (a workdir's ``eval_classifiers/``, or any folder
+  shared by models of the same dataset) if they match, else trained and saved there (with
+  their accuracy on ``test``). ``get_train`` reads the training split when needed."""
   progress = progress or (lambda s: logging.info("%s", s))
   train_split = None
   num_train = None
-  meta_path = os.path.join(directory(workdir), "meta.json")
+  meta_path = os.path.join(d, "meta.json")
   if os.path.exists(meta_path):
     try:
       with open(meta_path) as f:
@@ -421,9 +424,9 @@ def load_or_train(workdir: str, dataset: str, builder_config: str, image_size: i
   if num_train is not None:
     want = spec(dataset, builder_config, image_size, tasks, num_train, steps, batch_size,
                 learning_rate, seed)
-    cached = load(workdir, want)
+    cached = load(d, want)
     if cached is not None:
-      progress(f"evaluation classifiers from {directory(workdir)}")
+      progress(f"evaluation classifiers from {d}")
       return cached
   train_split = get_train()
   want = spec(dataset, builder_config, image_size, tasks, len(train_split), steps,
@@ -434,8 +437,8 @@ def load_or_train(workdir: str, dataset: str, builder_config: str, image_size: i
                       progress)
   model = EvalModel(net, params, tuple(tasks), {"spec": want})
   model.meta["test"] = test_metrics(model, test)
-  save(workdir, net, params, model.meta)
-  progress(f"evaluation classifiers saved in {directory(workdir)}; test: " + ", ".join(
+  save(d, net, params, model.meta)
+  progress(f"evaluation classifiers saved in {d}; test: " + ", ".join(
       f"{k}={v:.3f}" for k, v in model.meta["test"].items()))
   return model
 
@@ -445,8 +448,9 @@ def load_or_train(workdir: str, dataset: str, builder_config: str, image_size: i
 
 def main(argv: Sequence[str] | None = None) -> int:
   """``python -m attrdis.eval_classifier --workdir=W [--steps=N] [--batch_size=B]
-  [--seed=S] [--data_dir=DIR]``: the evaluation networks for W's model and dataset, trained
-  and saved in W/eval_classifiers unless already there with the same settings (the
+  [--seed=S] [--data_dir=DIR] [--classifier_dir=DIR]``: the evaluation networks for W's model
+  and dataset, trained and saved in W/eval_classifiers (or DIR) unless already there with the
+  same settings (the
   evaluator's defaults, so that ``python -m attrdis.evaluate`` then reuses them); prints
   their test metrics."""
   import argparse  # pylint: disable=g-import-not-at-top
@@ -460,6 +464,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   p.add_argument("--batch_size", type=int, default=d.classifier_batch_size)
   p.add_argument("--seed", type=int, default=d.seed)
   p.add_argument("--data_dir", default=None)
+  p.add_argument("--classifier_dir", default=None,
+                 help="Where to keep the networks (default W/eval_classifiers).")
   args = p.parse_args(argv)
   t0 = time.time()
 
@@ -478,7 +484,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.data_dir:
       trained.config.dataset.data_dir = args.data_dir
     opts = evaluate.Options(classifier_steps=args.steps, classifier_batch_size=args.batch_size,
-                            seed=args.seed)
+                            seed=args.seed, classifier_dir=args.classifier_dir)
     model = evaluate.Evaluator(trained, args.workdir, opts, progress).eval_model()
   except (EvalClassifierError, evaluate.EvaluationError, checkpoints.CheckpointError) as e:
     print(f"error: {' '.join(str(e).split())}", file=sys.stderr)

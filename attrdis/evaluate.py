@@ -28,7 +28,9 @@ Metrics (names as in the JSON; ``<a>`` an attribute, ``rest`` = z_0):
   ``--transfer=mean_code``, or the code of a test image of that class, ``reference``), read
   by a separate simple CNN (``attrdis.eval_classifier``, trained once on the real training
   split and kept in ``W/eval_classifiers``; its own test accuracy is ``eval_classifier/*``);
-  ``synthesis/fid`` translated vs real test images (only with ``--fid_weights``).
+  ``synthesis/fid`` translated vs real test images (only with ``--fid_weights``), and from the
+  same features ``synthesis/kid``, ``synthesis/kid_std`` (KID: the mean and standard deviation
+  over 100 subsets of min(1000, n) images, ``fid.kid_from_features``).
 * Synthetic faces only, for ``--num_pairs`` random pairs (source, target) of test images of
   different (held-out) identities, for each attribute and each pair of attributes S:
   ``gt/<S>/l1``, ``gt/<S>/psnr`` of the transfer against the true rendering, beside
@@ -68,6 +70,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 from PIL import Image, ImageDraw, ImageFont
 
 from attrdis import checkpoints
@@ -97,6 +100,7 @@ class Options:
   hopkins_fraction: float = 0.1
   classifier_steps: int = 3000
   classifier_batch_size: int = 32
+  classifier_dir: str | None = None  # default: W/eval_classifiers
   seed: int = 0
   write_images: bool = True
   fid_batch_size: int = 50
@@ -305,6 +309,24 @@ def tsne_2d(x, perplexity: float = 30.0, steps: int = 750, seed: int = 0) -> np.
   return np.asarray(y)
 
 
+def skill(l1: float, l1_source: float) -> float:
+  """1 − L1 / L1 of returning the source: the share of the source's error to the true
+  transfer that the transfer removes (1 = exact, 0 = no better than the source, < 0 worse)."""
+  return 1.0 - l1 / l1_source if l1_source > 0 else float("nan")
+
+
+def ground_truth_errors(pred, truth, source, target, name: str) -> dict[str, float]:
+  """``gt/<name>/l1``, ``psnr`` of the transfer ``pred`` against the true rendering, the same
+  for the two trivial answers (``_source``, ``_target``), and ``gt/<name>/skill``."""
+  out = {}
+  for label, candidate in (("", pred), ("_source", source), ("_target", target)):
+    l1, psnr = image_errors(candidate, truth)
+    out[f"gt/{name}/l1{label}"] = float(l1.mean())
+    out[f"gt/{name}/psnr{label}"] = float(psnr.mean())
+  out[f"gt/{name}/skill"] = skill(out[f"gt/{name}/l1"], out[f"gt/{name}/l1_source"])
+  return out
+
+
 def choose_pairs(identity, num: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
   """``num`` random (source, target) index pairs with different identities (seeded)."""
   identity = np.asarray(identity)
@@ -362,6 +384,57 @@ def transfer_accuracy(read: Mapping[str, np.ndarray], source: Mapping[str, np.nd
     if kind in groups:
       out[f"{prefix}acc_{kind}"] = float(np.mean(groups[kind]))
   return out
+
+
+def of_ceiling(metrics: Mapping[str, float], prefix: str) -> dict[str, float]:
+  """{b: ``{prefix}acc/<b>`` / ``{prefix}truth_acc/<b>``}: a transfer's reading of b as a
+  share of what the same readers get from the true rendering (their ceiling)."""
+  out = {}
+  for key, value in metrics.items():
+    if key.startswith(prefix + "acc/"):
+      b = key[len(prefix + "acc/"):]
+      truth = metrics.get(f"{prefix}truth_acc/{b}")
+      if truth:
+        out[b] = value / truth
+  return out
+
+
+@functools.partial(jax.jit, static_argnames=("num_classes", "steps"))
+def _fit_softmax(x, y, num_classes: int, steps: int, l2, learning_rate, key):
+  w = 0.01 * jax.random.normal(key, (x.shape[1], num_classes), jnp.float32)
+  b = jnp.zeros((num_classes,), jnp.float32)
+  tx = optax.adam(learning_rate)
+
+  def loss(params):
+    w, b = params
+    logits = jnp.matmul(x, w, precision=jax.lax.Precision.HIGHEST) + b
+    ce = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
+    return ce + l2 * jnp.sum(w * w)
+
+  def step(carry, _):
+    params, opt = carry
+    g = jax.grad(loss)(params)
+    updates, opt = tx.update(g, opt, params)
+    return (optax.apply_updates(params, updates), opt), None
+  params = (w, b)
+  (params, _), _ = jax.lax.scan(step, (params, tx.init(params)), None, length=steps)
+  return params
+
+
+def fit_linear_probe(x_train, y_train, num_classes: int, steps: int = 300, l2: float = 1e-4,
+                     learning_rate: float = 0.01, seed: int = 0):
+  """A linear softmax classifier of the flattened rows of ``x_train`` (standardised with the
+  training mean and std), fitted full-batch with Adam and an L2 penalty; returns
+  ``predict(x) -> classes``."""
+  x = np.asarray(x_train, np.float32).reshape(len(x_train), -1)
+  mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6
+  w, b = _fit_softmax(jnp.asarray((x - mean) / std), jnp.asarray(y_train, jnp.int32),
+                      int(num_classes), int(steps), l2, learning_rate, jax.random.key(seed))
+
+  def predict(x_new) -> np.ndarray:
+    xn = (np.asarray(x_new, np.float32).reshape(len(x_new), -1) - mean) / std
+    return np.asarray(jnp.argmax(jnp.matmul(jnp.asarray(xn), w) + b, axis=-1))
+  return predict
 
 
 def per_target_accuracy(predicted, num_classes: int) -> np.ndarray:
@@ -617,6 +690,7 @@ class Evaluator:
     self.encoded: Encoded | None = None
     self._eval_model: ec.EvalModel | None = None
     self._inception = None
+    self._reader = None
     self.images_written: dict[str, str] = {}
 
   # -- helpers
@@ -642,13 +716,14 @@ class Evaluator:
     return self.encoded
 
   def eval_model(self) -> ec.EvalModel:
-    """The evaluation classifiers (trained on first use, then from the workdir)."""
+    """The evaluation classifiers (trained on first use and saved in the workdir, or in
+    ``--classifier_dir``; then read from there)."""
     if self._eval_model is None:
       tasks = ec.default_tasks(self.dataset, self.test, self.attributes)
       o = self.options
       self._eval_model = ec.load_or_train(
-          self.workdir, self.dataset, self.config.dataset.builder_config,
-          int(self.config.image_size), tasks,
+          o.classifier_dir or ec.directory(self.workdir), self.dataset,
+          self.config.dataset.builder_config, int(self.config.image_size), tasks,
           lambda: load_split(self.config, self.builder, "train", self.progress), self.test,
           steps=o.classifier_steps, batch_size=o.classifier_batch_size, seed=o.seed,
           progress=self.progress)
@@ -801,7 +876,11 @@ class Evaluator:
       from attrdis import fid  # pylint: disable=g-import-not-at-top
       self.progress(f"FID: Inception features of {len(self.test)} real test images")
       real = self.inception()(ec.to_float(self.test.images), value_range=(-1, 1))
-      self.metrics["synthesis/fid"] = fid.fid_from_features(np.concatenate(features), real)
+      translated = np.concatenate(features)
+      self.metrics["synthesis/fid"] = fid.fid_from_features(translated, real)
+      kid = fid.kid_from_features(translated, real, seed=self.options.seed)
+      self.metrics["synthesis/kid"] = kid.kid
+      self.metrics["synthesis/kid_std"] = kid.std
     if self.options.write_images:
       grid = np.concatenate([ec.to_float(self.test.images[neutral[:rows]])[:, None],
                              np.stack(shown, axis=1)], axis=1)
@@ -824,19 +903,8 @@ class Evaluator:
     factors = self.factors()
     real = ec.to_float(test.images)
     model = self.eval_model()
-    read_real = model.classes(test.images)
-    protos = None
-    if "identity_params" in read_real:
-      protos = ec.identity_prototypes(read_real["identity_params"], test.labels["identity"])
     readable = [t.name for t in model.tasks if t.kind == "class"]
-
-    def read(images) -> dict[str, np.ndarray]:
-      out = model.classes(images)
-      r = {b: out[b] for b in readable}
-      if protos is not None:
-        r["identity"] = ec.identify(out["identity_params"], *protos)
-      return r
-
+    read = self.reader()
     truth_of = {}
     summary: dict[str, list[float]] = {}
     grids = []
@@ -847,12 +915,9 @@ class Evaluator:
                           o.batch_size)
       truth = self._render_truth(render, factors, src, tgt, names, stored, size)
       truth_of[name] = truth
-      for label, candidate in (("", pred), ("_source", real[src]), ("_target", real[tgt])):
-        l1, psnr = image_errors(candidate, truth)
-        self.metrics[f"gt/{name}/l1{label}"] = float(l1.mean())
-        self.metrics[f"gt/{name}/psnr{label}"] = float(psnr.mean())
-        summary.setdefault(f"l1{label}", []).append(float(l1.mean()))
-        summary.setdefault(f"psnr{label}", []).append(float(psnr.mean()))
+      for key, value in ground_truth_errors(pred, truth, real[src], real[tgt], name).items():
+        self.metrics[key] = value
+        summary.setdefault(key.split("/")[-1], []).append(value)
       src_labels = {b: self._label_of(b, src) for b in list(readable) + ["identity"]}
       tgt_labels = {b: self._label_of(b, tgt) for b in list(readable) + ["identity"]}
       truth_read = read(truth)
@@ -861,6 +926,10 @@ class Evaluator:
         accs = transfer_accuracy(truth_read if ref is None else read(images), src_labels,
                                  tgt_labels, names, prefix, truth_read=ref)
         self.metrics.update(accs)
+      for b, ratio in of_ceiling(self.metrics, f"transfer/{name}/").items():
+        self.metrics[f"transfer/{name}/of_ceiling/{b}"] = ratio
+        kind = "transferred" if b in names else "kept"
+        summary.setdefault(f"of_ceiling_{kind}_min", []).append(ratio)
         for key in ("acc_transferred", "acc_kept", "acc_transferred_readable",
                     "acc_kept_readable"):
           if prefix + key in accs:
@@ -871,13 +940,86 @@ class Evaluator:
                             axis=1).reshape((1, 4 * r) + pred.shape[1:]))
       self.progress(f"ground truth: {name} done ({len(src)} pairs)")
     for key, values in summary.items():
-      group = "gt" if key.startswith(("l1", "psnr")) else "transfer"
-      self.metrics[f"{group}/all/{key}"] = float(np.mean(values))
+      group = "gt" if key.startswith(("l1", "psnr", "skill")) else "transfer"
+      reduce = np.min if key.endswith("_min") else np.mean
+      self.metrics[f"{group}/all/{key}"] = float(reduce(values))
     self._intensity(render, factors, enc, read, stored, size)
     if o.write_images and grids:
       path = self._image_path("transfer")
       images_lib.save_png(images_lib.make_grid(np.concatenate(grids, axis=0)), path)
       self.images_written["transfer"] = path
+
+  def reader(self) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+    """``read(images)`` → {attribute: class per image}: the evaluation networks' classes and,
+    where they regress the renderer's identity parameters, the identity of the nearest
+    test-identity prototype."""
+    if self._reader is None:
+      model = self.eval_model()
+      readable = [t.name for t in model.tasks if t.kind == "class"]
+      protos = None
+      if model.task("identity_params") is not None and "identity" in self.test.labels:
+        protos = ec.identity_prototypes(model.classes(self.test.images)["identity_params"],
+                                        self.test.labels["identity"])
+
+      def read(images) -> dict[str, np.ndarray]:
+        out = model.classes(images)
+        r = {b: out[b] for b in readable}
+        if protos is not None:
+          r["identity"] = ec.identify(out["identity_params"], *protos)
+        return r
+      self._reader = read
+    return self._reader
+
+  def code_sources(self) -> None:
+    """Which code an attribute's appearance comes from. For each attribute a the evaluation
+    networks read, random pairs (source, target) of different identities are decoded with
+    the target supplying z_a only, z_a and z_0, or z_0 only (the source the rest), and
+    ``source_of/<a>/<slots>`` counts how often a is read as the target's (over the pairs
+    whose labels of a differ). ``recon/read/<a>``: reconstructions read as their own label,
+    beside ``recon/read_real/<a>`` on the real images (the readers' ceiling)."""
+    o = self.options
+    enc = self.encode()
+    read = self.reader()
+    labels = {a: self._label_of(a, np.arange(len(self.test))) for a in self.attributes}
+    read_rec, read_real = read(enc.recon), read(self.test.images)
+    readable = [a for a in self.attributes if a in read_rec]
+    for a in readable:
+      self.metrics[f"recon/read/{a}"] = float(np.mean(read_rec[a] == labels[a]))
+      self.metrics[f"recon/read_real/{a}"] = float(np.mean(read_real[a] == labels[a]))
+    src, tgt = choose_pairs(self.test.labels["identity"], o.num_pairs, o.seed + 2)
+    rest = len(self.attributes)
+    for a in readable:
+      differ = labels[a][src] != labels[a][tgt]
+      if not differ.any():
+        continue
+      k = self.attributes.index(a)
+      for slots, take in ((f"z_{a}", [k]), (f"z_{a}+z_{REST}", [k, rest]),
+                          (f"z_{REST}", [rest])):
+        out = decode_codes(self.models, self.params["gen"],
+                           swap_codes(enc.codes, src, tgt, take), o.batch_size)
+        got = read(out)[a]
+        self.metrics[f"source_of/{a}/{slots}"] = float(np.mean((got == labels[a][tgt])[differ]))
+
+  def linear_probes(self) -> None:
+    """``linear_probe/<a>/z_<k>``: test accuracy of a linear softmax classifier of attribute
+    a on the flattened code z_k, fitted on the training split's codes (not for identity,
+    whose test identities are held out of training)."""
+    probed = [a for a in self.attributes if a != "identity"]
+    if not probed:
+      return
+    train = load_split(self.config, self.builder, "train", self.progress)
+    train_labels = np.stack([train.labels[a] for a in self.attributes], axis=1)
+    self.progress(f"linear probes: encoding {len(train)} training images")
+    train_codes = encode_split(self.models, self.params, train.images, train_labels,
+                               self.options.batch_size).codes
+    enc = self.encode()
+    for z, code_train, code_test in zip(self.code_names, train_codes, enc.codes):
+      for a in probed:
+        m = self.attributes.index(a)
+        predict = fit_linear_probe(code_train, train.labels[a], self.num_classes[m],
+                                   seed=self.options.seed)
+        self.metrics[f"linear_probe/{a}/z_{z}"] = float(
+            np.mean(predict(code_test) == self.test.labels[a]))
 
   def _label_of(self, b: str, idx) -> np.ndarray:
     return self.test.labels[b][idx]
@@ -928,8 +1070,10 @@ class Evaluator:
   def run(self) -> dict[str, float]:
     t0 = time.time()
     steps = [("reconstruction", self.reconstruction), ("classifier entropy", self.entropy),
-             ("Hopkins statistic", self.hopkins), ("k-NN leakage", self.knn), ("code embeddings", self.embeddings),
-             ("expression synthesis", self.synthesis), ("ground truth", self.ground_truth)]
+             ("Hopkins statistic", self.hopkins), ("k-NN leakage", self.knn),
+             ("linear probes", self.linear_probes), ("code embeddings", self.embeddings),
+             ("expression synthesis", self.synthesis), ("ground truth", self.ground_truth),
+             ("code sources", self.code_sources)]
     for name, fn in steps:
       self.progress(f"{name} ({time.time() - t0:.0f} s)")
       fn()
@@ -984,10 +1128,7 @@ def periodic_eval(config: ml_collections.ConfigDict, workdir: str, models, param
                           swap_codes(enc.codes, src, tgt, [ev.attributes.index(a)]), batch_size)
       truth = Evaluator._render_truth(render, factors, src, tgt, (a,), stored,
                                       int(config.image_size))
-      for label, candidate in (("", pred), ("_source", real[src]), ("_target", real[tgt])):
-        l1, psnr = image_errors(candidate, truth)
-        ev.metrics[f"gt/{a}/l1{label}"] = float(l1.mean())
-        ev.metrics[f"gt/{a}/psnr{label}"] = float(psnr.mean())
+      ev.metrics.update(ground_truth_errors(pred, truth, real[src], real[tgt], a))
   return {k: float(v) for k, v in ev.metrics.items()}
 
 
@@ -1076,6 +1217,10 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--hopkins_draws", type=int, default=d.hopkins_draws)
   p.add_argument("--classifier_steps", type=int, default=d.classifier_steps,
                  help="Training steps of the evaluation classifiers (trained once per workdir).")
+  p.add_argument("--classifier_dir", default=None,
+                 help="Where the evaluation networks are kept (default W/eval_classifiers): "
+                      "models of the same dataset and image size can share one folder, so "
+                      "that the networks are trained once.")
   p.add_argument("--seed", type=int, default=d.seed)
   p.add_argument("--data_dir", default=None,
                  help="Where the prepared dataset is, if not where training found it.")
@@ -1096,7 +1241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = Options(transfer=args.transfer, fid_weights=args.fid_weights,
                       num_pairs=args.num_pairs, batch_size=args.batch_size,
                       hopkins_draws=args.hopkins_draws, classifier_steps=args.classifier_steps,
-                      seed=args.seed, write_images=not args.no_images)
+                      seed=args.seed, write_images=not args.no_images,
+                      classifier_dir=args.classifier_dir)
     result = evaluate(args.workdir, args.step, options, args.out, args.data_dir, progress)
   except (EvaluationError, ConfigError, checkpoints.CheckpointError,
           ec.EvalClassifierError) as e:

@@ -11,14 +11,21 @@ Library:
   (``eigh`` throughout), so singular covariances (fewer samples than dimensions) are safe.
   :func:`frechet_distance_jnp` is the same in jnp (jitted; float64 by default).
 * :func:`fid_from_features` — FID of two feature sets (exact low-rank form when n ≤ d).
+* :func:`kid_from_features` — KID (Bińkowski et al. 2018): the unbiased MMD² with the cubic
+  polynomial kernel k(x, y) = (xᵀy/d + 1)³, averaged over ``KID_NUM_SUBSETS`` = 100 subsets
+  of min(1000, n₁, n₂) images of each set (drawn with ``numpy.random.default_rng(seed)``), and
+  its standard deviation over the subsets; float64 on the host.
 
 Command (like ``python -m pytorch_fid``)::
 
     python -m attrdis.fid PATH1 PATH2 --weights=pt_inception-2015-12-05-6726825d.pth \
-        [--batch-size 50] [--save-stats]
+        [--batch-size 50] [--save-stats] [--kid]
 
 Each PATH is a folder of images or an ``.npz`` with ``mu`` and ``sigma``; prints ``FID: <value>``.
 With ``--save-stats`` the statistics of PATH1 are written to PATH2 (an .npz that must not exist).
+``--kid`` also prints ``KID: <mean> (std <std> over <N> subsets of <M> images)`` from the same
+features (PATHs: folders, or .npz files saved with ``--save-stats --kid``, which hold the
+features too); ``--kid-subsets``, ``--kid-subset-size`` change N and M.
 ``--weights`` takes pytorch-fid's ``.pth`` (read without torch) or an ``.npz`` of the same state
 dict; it is not needed when both paths are .npz statistics.
 """
@@ -26,6 +33,7 @@ dict; it is not needed when both paths are .npz statistics.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import logging
 import os
@@ -96,14 +104,19 @@ def trace_sqrt_product(sigma1, sigma2) -> float:
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
-  """FID between N(mu1, sigma1) and N(mu2, sigma2), float64 on the host."""
+  """FID between N(mu1, sigma1) and N(mu2, sigma2), float64 on the host.
+
+  Never below 0: the distance is a difference of traces, and rounding can leave a tiny
+  negative number (−1e-6 for two identical singular covariances) where the exact value is 0;
+  such values are returned as 0.
+  """
   mu1, sigma1, mu2, sigma2 = _check_stats(mu1, sigma1, mu2, sigma2)
   for name, a in (("mu1", mu1), ("sigma1", sigma1), ("mu2", mu2), ("sigma2", sigma2)):
     if not np.all(np.isfinite(a)):
       raise ValueError(f"{name} has non-finite values")
   diff = mu1 - mu2
-  return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2)
-               - 2.0 * trace_sqrt_product(sigma1, sigma2))
+  return max(0.0, float(diff @ diff + np.trace(sigma1) + np.trace(sigma2)
+                        - 2.0 * trace_sqrt_product(sigma1, sigma2)))
 
 
 _HI = jax.lax.Precision.HIGHEST
@@ -119,7 +132,8 @@ def _frechet_distance_jnp(mu1, sigma1, mu2, sigma2):
   ev = jnp.linalg.eigvalsh(sym(m))
   tr_covmean = jnp.sum(jnp.sqrt(jnp.clip(ev, 0.0)))
   diff = mu1 - mu2
-  return jnp.dot(diff, diff, precision=_HI) + jnp.trace(s1) + jnp.trace(s2) - 2.0 * tr_covmean
+  return jnp.maximum(
+      jnp.dot(diff, diff, precision=_HI) + jnp.trace(s1) + jnp.trace(s2) - 2.0 * tr_covmean, 0.0)
 
 
 def frechet_distance_jnp(mu1, sigma1, mu2, sigma2, dtype=jnp.float64) -> jax.Array:
@@ -128,7 +142,8 @@ def frechet_distance_jnp(mu1, sigma1, mu2, sigma2, dtype=jnp.float64) -> jax.Arr
   float64 (the default; enabled for this call with ``jax.enable_x64``) is what FID needs: in
   float32 the eigenvalues that should be 0 come out at ~1e-7·λmax, and the sum of their square
   roots over 2048 dimensions biases the result (badly for singular covariances). ``dtype=
-  jnp.float32`` is offered for speed on devices without float64.
+  jnp.float32`` is offered for speed on devices without float64. Clamped at 0 like
+  :func:`frechet_distance`.
   """
   dtype = jnp.dtype(dtype)
   with jax.enable_x64(dtype == jnp.float64):
@@ -143,6 +158,7 @@ def fid_from_features(features1, features2) -> float:
   When both sets are no larger than d (e.g. a few hundred images, 2048-d features) it uses the
   exact low-rank form: with centred features A₁, A₂, Tr (Σ₁Σ₂)^½ is the sum of the singular
   values of A₁A₂ᵀ / √((n₁−1)(n₂−1)), which is cheaper and has no near-zero-eigenvalue noise.
+  Clamped at 0 like :func:`frechet_distance`.
   """
   mu1, s1 = compute_statistics(features1)
   mu2, s2 = compute_statistics(features2)
@@ -157,7 +173,83 @@ def fid_from_features(features1, features2) -> float:
   sv = scipy.linalg.svdvals(a1 @ a2.T, check_finite=False)
   tr_covmean = sv.sum() / np.sqrt((n1 - 1) * (n2 - 1))
   diff = mu1 - mu2
-  return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * tr_covmean)
+  return max(0.0, float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * tr_covmean))
+
+
+# --------------------------------------------------------------------------------------------
+# Kernel Inception Distance (Bińkowski et al., "Demystifying MMD GANs", ICLR 2018).
+# --------------------------------------------------------------------------------------------
+
+KID_SUBSET_SIZE = 1000  # subsets of min(1000, n₁, n₂) images, as Bińkowski et al.
+KID_NUM_SUBSETS = 100  # as torch-fidelity and clean-fid
+# Up to this many images in all, the kernel matrices of all of them are computed once and the
+# subsets read from them (≤ 288 MB of float64); beyond, each subset computes its own.
+_KID_GRAM_MAX_POINTS = 6000
+
+
+@dataclasses.dataclass(frozen=True)
+class KID:
+  """KID: the mean of the unbiased MMD² estimates over ``num_subsets`` subsets of
+  ``subset_size`` images of each set, and their standard deviation (ddof = 0)."""
+  kid: float
+  std: float
+  subset_size: int
+  num_subsets: int
+
+
+def polynomial_kernel(x, y) -> np.ndarray:
+  """k(x, y) = (xᵀy / d + 1)³ for every row pair of x (m, d) and y (n, d), float64."""
+  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+  return (x @ y.T / x.shape[1] + 1.0) ** 3
+
+
+def _mmd2(kxx: np.ndarray, kyy: np.ndarray, kxy: np.ndarray) -> float:
+  m, n = kxx.shape[0], kyy.shape[0]
+  return float((kxx.sum() - np.trace(kxx)) / (m * (m - 1))
+               + (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
+               - 2.0 * kxy.mean())
+
+
+def mmd2_unbiased(x, y) -> float:
+  """The unbiased estimate of MMD² between the samples x (m, d) and y (n, d), m, n ≥ 2, with
+  the cubic polynomial kernel: mean k(xᵢ, xⱼ) over i ≠ j + mean k(yᵢ, yⱼ) over i ≠ j
+  − 2 mean k(xᵢ, yⱼ) over all i, j."""
+  return _mmd2(polynomial_kernel(x, x), polynomial_kernel(y, y), polynomial_kernel(x, y))
+
+
+def kid_subsets(n1: int, n2: int, num_subsets: int = KID_NUM_SUBSETS,
+                subset_size: int = KID_SUBSET_SIZE, seed: int = 0
+               ) -> list[tuple[np.ndarray, np.ndarray]]:
+  """The (rows of set 1, rows of set 2) of each subset :func:`kid_from_features` uses: size
+  m = min(subset_size, n₁, n₂), drawn without replacement by ``numpy.random.default_rng(seed)``.
+  When m = n₁ = n₂ every subset is the whole of both sets, so there is one."""
+  if num_subsets < 1 or subset_size < 2:
+    raise ValueError(f"KID needs num_subsets ≥ 1 and subset_size ≥ 2, got {num_subsets}, "
+                     f"{subset_size}")
+  m = min(subset_size, n1, n2)
+  if m < 2:
+    raise ValueError(f"KID needs at least 2 samples in each set, got {n1} and {n2}")
+  if m == n1 == n2:
+    return [(np.arange(n1), np.arange(n2))]
+  rng = np.random.default_rng(seed)
+  return [(rng.choice(n1, m, replace=False), rng.choice(n2, m, replace=False))
+          for _ in range(num_subsets)]
+
+
+def kid_from_features(features1, features2, num_subsets: int = KID_NUM_SUBSETS,
+                      subset_size: int = KID_SUBSET_SIZE, seed: int = 0) -> KID:
+  """KID between two feature sets (n₁, d) and (n₂, d): the unbiased MMD² (cubic polynomial
+  kernel, :func:`mmd2_unbiased`) averaged over the subsets of :func:`kid_subsets`; float64."""
+  x, y = np.asarray(features1, np.float64), np.asarray(features2, np.float64)
+  if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
+    raise ValueError(f"features must be (n, d) with the same d, got {x.shape} and {y.shape}")
+  subsets = kid_subsets(len(x), len(y), num_subsets, subset_size, seed)
+  if len(x) + len(y) <= _KID_GRAM_MAX_POINTS:
+    kxx, kyy, kxy = polynomial_kernel(x, x), polynomial_kernel(y, y), polynomial_kernel(x, y)
+    values = [_mmd2(kxx[np.ix_(i, i)], kyy[np.ix_(j, j)], kxy[np.ix_(i, j)]) for i, j in subsets]
+  else:
+    values = [mmd2_unbiased(x[i], y[j]) for i, j in subsets]
+  return KID(float(np.mean(values)), float(np.std(values)), len(subsets[0][0]), len(values))
 
 
 # --------------------------------------------------------------------------------------------
@@ -364,9 +456,51 @@ def fid_of_paths(path1, path2, weights=None, batch_size: int = DEFAULT_BATCH_SIZ
     raise FIDError(f"cannot compare {paths[0]} and {paths[1]}: {e}") from None
 
 
+def load_features(path) -> np.ndarray:
+  """The ``features`` array of an .npz written by ``--save-stats --kid``; FIDError if absent."""
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      if "features" not in f.files:
+        raise FIDError(f"{path}: KID needs the images' features and this .npz holds only "
+                       "statistics; give the folder, or save the .npz with --save-stats --kid")
+      return np.asarray(f["features"])
+  except (OSError, ValueError) as e:
+    raise FIDError(f"{path}: cannot read features: {e}") from None
+
+
+def _features_of_path(path, get_extractor, log_every) -> np.ndarray:
+  if _is_stats(path):
+    return load_features(path)
+  return get_extractor().features_of_files(list_images(path), log_every=log_every,
+                                           name=str(path))
+
+
+def fid_kid_of_paths(path1, path2, weights=None, batch_size: int = DEFAULT_BATCH_SIZE,
+                     log_every: int = 10, num_subsets: int = KID_NUM_SUBSETS,
+                     subset_size: int = KID_SUBSET_SIZE, seed: int = 0) -> tuple[float, KID]:
+  """FID and KID between two paths (folders of images, or .npz with ``features``) from the
+  same Inception features."""
+  paths = [str(path1), str(path2)]
+  _check_exists(paths)
+  for p in paths:  # fail on an empty folder or a statistics-only .npz before loading weights
+    if _is_stats(p):
+      load_features(p)
+    else:
+      list_images(p)
+  if any(not _is_stats(p) for p in paths) and (weights is None or not os.path.isfile(weights)):
+    raise FIDError(missing_weights_message(weights))
+  get = _extractor_factory(weights, batch_size)
+  f1, f2 = (_features_of_path(p, get, log_every) for p in paths)
+  try:
+    return fid_from_features(f1, f2), kid_from_features(f1, f2, num_subsets, subset_size, seed)
+  except ValueError as e:
+    raise FIDError(f"cannot compare {paths[0]} and {paths[1]}: {e}") from None
+
+
 def save_statistics(path, output, weights=None, batch_size: int = DEFAULT_BATCH_SIZE,
-                    log_every: int = 10) -> str:
-  """Writes mu/sigma of ``path`` to ``output`` (.npz appended if missing); returns the file name."""
+                    log_every: int = 10, with_features: bool = False) -> str:
+  """Writes mu/sigma of ``path`` to ``output`` (.npz appended if missing); returns the file name.
+  ``with_features`` also writes the features themselves (``features``, what KID needs)."""
   path, output = str(path), str(output)
   _check_exists([path])
   if not output.endswith(".npz"):
@@ -377,7 +511,13 @@ def save_statistics(path, output, weights=None, batch_size: int = DEFAULT_BATCH_
     list_images(path)
     if weights is None or not os.path.isfile(weights):
       raise FIDError(missing_weights_message(weights))
-  mu, sigma = statistics_of_path(path, _extractor_factory(weights, batch_size), log_every)
+  get = _extractor_factory(weights, batch_size)
+  if with_features:
+    features = _features_of_path(path, get, log_every)
+    mu, sigma = compute_statistics(features)
+    np.savez_compressed(output, mu=mu, sigma=sigma, features=features)
+    return output
+  mu, sigma = statistics_of_path(path, get, log_every)
   np.savez_compressed(output, mu=mu, sigma=sigma)
   return output
 
@@ -397,7 +537,29 @@ def _parser() -> argparse.ArgumentParser:
                  help="compute the statistics of the first path and save them to the second")
   p.add_argument("--log-every", type=int, default=10, metavar="N",
                  help="report progress every N batches (on stderr)")
+  p.add_argument("--kid", action="store_true",
+                 help="also print the Kernel Inception Distance from the same features (needs "
+                      "folders of images, or .npz files saved with --save-stats --kid); with "
+                      "--save-stats, also save the features")
+  p.add_argument("--kid-subsets", type=int, default=KID_NUM_SUBSETS, metavar="N",
+                 help=f"KID: number of subsets (default {KID_NUM_SUBSETS})")
+  p.add_argument("--kid-subset-size", type=int, default=KID_SUBSET_SIZE, metavar="M",
+                 help=f"KID: images per subset, at most the smaller set (default "
+                      f"{KID_SUBSET_SIZE})")
   return p
+
+
+class _StderrHandler(logging.StreamHandler):
+  """Progress lines to the ``sys.stderr`` of the moment, not the one of the first call (so a
+  caller that redirects stderr later, as pytest's capture does, still gets them)."""
+
+  @property
+  def stream(self):
+    return sys.stderr
+
+  @stream.setter
+  def stream(self, value):
+    del value  # always sys.stderr
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -405,16 +567,26 @@ def main(argv: Sequence[str] | None = None) -> int:
   if args.batch_size < 1:
     print("error: --batch-size must be at least 1", file=sys.stderr)
     return 2
+  if args.kid_subsets < 1 or args.kid_subset_size < 2:
+    print("error: --kid-subsets must be at least 1 and --kid-subset-size at least 2",
+          file=sys.stderr)
+    return 2
   if not logger.handlers:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(handler)
   logger.setLevel(logging.INFO)
   try:
     if args.save_stats:
       out = save_statistics(args.path[0], args.path[1], args.weights, args.batch_size,
-                            args.log_every)
-      print(f"Saved statistics of {args.path[0]} to {out}")
+                            args.log_every, with_features=args.kid)
+      print(f"Saved statistics{' and features' if args.kid else ''} of {args.path[0]} to {out}")
+    elif args.kid:
+      fid, kid = fid_kid_of_paths(args.path[0], args.path[1], args.weights, args.batch_size,
+                                  args.log_every, args.kid_subsets, args.kid_subset_size)
+      print(f"FID: {fid}")
+      print(f"KID: {kid.kid} (std {kid.std} over {kid.num_subsets} subsets of "
+            f"{kid.subset_size} images)")
     else:
       fid = fid_of_paths(args.path[0], args.path[1], args.weights, args.batch_size,
                          args.log_every)

@@ -57,8 +57,13 @@ class Inputs:
 
 
 def preprocess_fn(config: ml_collections.ConfigDict) -> Callable[[Image.Image, int], np.ndarray]:
-  """The crop/resize that made the model's dataset: ``preprocess_image(pil, size) -> uint8``."""
-  return input_pipeline.builder_module(config.dataset.name).preprocess_image
+  """The crop/resize that made the model's dataset: ``preprocess_image(pil, size) -> uint8``
+  (a builder whose crop is an option, like ``labelled_images``, gives it for the config's
+  options through ``preprocess_for(config.dataset)``)."""
+  module = input_pipeline.builder_module(config.dataset.name)
+  if hasattr(module, "preprocess_for"):
+    return module.preprocess_for(config.dataset)
+  return module.preprocess_image
 
 
 def stored_image_size(config: ml_collections.ConfigDict, builder=None) -> int:

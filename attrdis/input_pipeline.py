@@ -30,7 +30,10 @@ from PIL import Image
 
 from attrdis.configuration import ConfigError
 
-KNOWN_DATASETS = ("synthetic_faces", "multipie", "bu3dfe", "rafd")
+KNOWN_DATASETS = ("synthetic_faces", "multipie", "bu3dfe", "rafd", "labelled_images")
+# Your own images: the builder's options come from config.dataset.folder, its attributes are
+# the folder's columns (known once it is read).
+LABELLED_IMAGES = "labelled_images"
 
 
 def builder_module(name: str):
@@ -45,7 +48,9 @@ def get_builder(dataset_config: ml_collections.ConfigDict):
   """The TFDS builder that ``config.dataset`` names (not prepared)."""
   module = builder_module(dataset_config.name)
   kwargs: dict[str, Any] = {"file_format": "array_record"}
-  if dataset_config.builder_config:
+  if dataset_config.name == LABELLED_IMAGES:
+    kwargs.update(module.builder_kwargs(dataset_config))
+  elif dataset_config.builder_config:
     names = [c.name for c in module.Builder.BUILDER_CONFIGS]
     if dataset_config.builder_config not in names:
       raise ConfigError(
@@ -57,10 +62,22 @@ def get_builder(dataset_config: ml_collections.ConfigDict):
   return module.Builder(**kwargs)
 
 
-def check_attributes(builder, attributes) -> None:
-  """Checks that the dataset labels every attribute (a ClassLabel feature of that name)."""
+def check_attributes(builder, attributes, manual_dir: str = "") -> None:
+  """Checks that the dataset labels every attribute (a ClassLabel feature of that name).
+
+  A labelled folder not prepared yet has no features: its attributes are read from the folder
+  (the header of its labels file, or its class folders).
+  """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   features = builder.info.features
+  if features is None and builder.name == LABELLED_IMAGES:
+    source, columns = builder_module(LABELLED_IMAGES).label_columns(manual_dir,
+                                                                    builder.builder_config)
+    for a in attributes:
+      if a not in columns:
+        raise ConfigError(f"config.dataset.attributes: {a!r} is not a column of {source} (its "
+                          f"attributes: {', '.join(columns)}).")
+    return
   labels = [k for k, v in features.items() if isinstance(v, tfds.features.ClassLabel)]
   for a in attributes:
     if a not in labels:
@@ -79,6 +96,8 @@ def prepare(builder, dataset_config: ml_collections.ConfigDict) -> None:
         manual_dir=os.path.expanduser(dataset_config.manual_dir))
   logging.info("Dataset %s/%s in %s (prepared on first use).", builder.name,
                builder.builder_config.name, builder.data_dir)
+  if builder.name == LABELLED_IMAGES and builder.is_prepared():
+    builder_module(LABELLED_IMAGES).check_prepared(builder, dataset_config.manual_dir)
   builder.download_and_prepare(download_config=download_config)
 
 
@@ -98,7 +117,7 @@ def load(config: ml_collections.ConfigDict):
   """Returns (builder, DatasetInfo), preparing the dataset if needed."""
   builder = get_builder(config.dataset)
   attributes = tuple(config.dataset.attributes)
-  check_attributes(builder, attributes)
+  check_attributes(builder, attributes, config.dataset.manual_dir)
   if jax.process_index() == 0:
     prepare(builder, config.dataset)
   if jax.process_count() > 1:
@@ -106,6 +125,7 @@ def load(config: ml_collections.ConfigDict):
     multihost_utils.sync_global_devices("dataset_prepared")
   # A fresh builder reads the prepared dataset's info (class lists found while building).
   builder = get_builder(config.dataset)
+  check_attributes(builder, attributes)
   features = builder.info.features
   splits = builder.info.splits
   info = DatasetInfo(

@@ -254,8 +254,25 @@ class UpsampleConv(nn.Module):
     return depth_to_space2(conv2d(edge_pad_before(x), k2)) + bias
 
 
+NORMS = ("instance", "layer", "none")
+
+
+def normalize(x, kind: str, dtype):
+  """The normalisation after a conv: ``instance`` (the paper's: per image and channel),
+  ``layer`` (per image over all positions and channels, learned per-channel scale and
+  offset: the channels keep their relative means) or ``none``."""
+  if kind == "instance":
+    return InstanceNorm(dtype=dtype)(x)
+  if kind == "layer":
+    return nn.LayerNorm(reduction_axes=(1, 2, 3), dtype=dtype,
+                        force_float32_reductions=True)(x)
+  if kind == "none":
+    return x
+  raise ValueError(f"normalisation {kind!r}: choose one of {NORMS}")
+
+
 class ConvNormReLU(nn.Module):
-  """[nearest ×upsample] → [reflect pad] → conv (no padding) → IN → [ReLU]."""
+  """[nearest ×upsample] → [reflect pad] → conv (no padding) → norm → [ReLU]."""
   features: int
   kernel: int
   stride: int = 1
@@ -263,6 +280,7 @@ class ConvNormReLU(nn.Module):
   same: bool = False  # TF 'SAME' padding instead of explicit reflect padding
   relu: bool = True
   upsample: int = 1  # nearest-neighbour resize factor before the padding
+  norm: str = "instance"
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -276,32 +294,36 @@ class ConvNormReLU(nn.Module):
         x = reflect_pad(x, self.reflect)
       x = Conv(self.features, (self.kernel, self.kernel), (self.stride, self.stride),
                padding="SAME" if self.same else "VALID", dtype=self.dtype, name="Conv_0")(x)
-    x = InstanceNorm(dtype=self.dtype)(x)
+    x = normalize(x, self.norm, self.dtype)
     return nn.relu(x) if self.relu else x
 
 
 class Encoder(nn.Module):
   """enc-1..enc-3 of Table I; the output of enc-3 *is* the code z_m."""
   widths: Sequence[int] = (32, 64, 128)
+  norm: str = "instance"
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x):
     w1, w2, w3 = self.widths
-    x = ConvNormReLU(w1, 7, reflect=3, dtype=self.dtype, name="enc1")(x)
-    x = ConvNormReLU(w2, 3, stride=2, same=True, dtype=self.dtype, name="enc2")(x)
-    return at_least_f32(ConvNormReLU(w3, 3, stride=2, same=True, dtype=self.dtype,
-                                     name="enc3")(x))
+    x = ConvNormReLU(w1, 7, reflect=3, norm=self.norm, dtype=self.dtype, name="enc1")(x)
+    x = ConvNormReLU(w2, 3, stride=2, same=True, norm=self.norm, dtype=self.dtype,
+                     name="enc2")(x)
+    return at_least_f32(ConvNormReLU(w3, 3, stride=2, same=True, norm=self.norm,
+                                     dtype=self.dtype, name="enc3")(x))
 
 
 class ResidualBlock(nn.Module):
   features: int
+  norm: str = "instance"
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x):
-    h = ConvNormReLU(self.features, 3, reflect=1, dtype=self.dtype, name="a")(x)
-    h = ConvNormReLU(self.features, 3, reflect=1, relu=False, dtype=self.dtype, name="b")(h)
+    h = ConvNormReLU(self.features, 3, reflect=1, norm=self.norm, dtype=self.dtype, name="a")(x)
+    h = ConvNormReLU(self.features, 3, reflect=1, relu=False, norm=self.norm, dtype=self.dtype,
+                     name="b")(h)
     return x + h
 
 
@@ -315,6 +337,7 @@ class Decoder(nn.Module):
   num_res_blocks: int = 6
   up_widths: Sequence[int] = (64, 32)
   wide: bool = False  # the released code's widths: up_widths × (M+1)
+  norm: str = "instance"
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -323,11 +346,11 @@ class Decoder(nn.Module):
     h = jnp.concatenate([jnp.asarray(z, self.dtype) for z in codes], axis=-1)
     c = self.code_channels * self.num_codes
     for i in range(self.num_res_blocks):
-      h = ResidualBlock(c, dtype=self.dtype, name=f"res{i + 1}")(h)
+      h = ResidualBlock(c, norm=self.norm, dtype=self.dtype, name=f"res{i + 1}")(h)
     mult = self.num_codes if self.wide else 1
     for i, w in enumerate(self.up_widths):
-      h = ConvNormReLU(w * mult, 3, stride=2, reflect=1, upsample=4, dtype=self.dtype,
-                       name=f"dec{i + 1}")(h)
+      h = ConvNormReLU(w * mult, 3, stride=2, reflect=1, upsample=4, norm=self.norm,
+                       dtype=self.dtype, name=f"dec{i + 1}")(h)
     h = Conv(3, (7, 7), padding="VALID", dtype=self.dtype, name="out")(reflect_pad(h, 3))
     return jnp.tanh(at_least_f32(h))
 
@@ -339,17 +362,18 @@ class Generator(nn.Module):
   num_res_blocks: int = 6
   decoder_up_widths: Sequence[int] = (64, 32)
   wide_decoder: bool = False
+  norm: str = "instance"  # after every conv of the encoders and the decoder (NORMS)
   dtype: Dtype = jnp.float32
 
   def setup(self):
     # encoders[m - 1] is E_m for m = 1..M; encoders[M] is E_0.
-    self.encoders = [Encoder(self.encoder_widths, dtype=self.dtype)
+    self.encoders = [Encoder(self.encoder_widths, norm=self.norm, dtype=self.dtype)
                      for _ in range(self.num_attributes + 1)]
     self.decoder = Decoder(num_codes=self.num_attributes + 1,
                            code_channels=self.encoder_widths[-1],
                            num_res_blocks=self.num_res_blocks,
                            up_widths=self.decoder_up_widths, wide=self.wide_decoder,
-                           dtype=self.dtype)
+                           norm=self.norm, dtype=self.dtype)
 
   def encode(self, x) -> list[jax.Array]:
     """Returns [z_1, ..., z_M, z_0]."""

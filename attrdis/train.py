@@ -9,12 +9,19 @@ a checkpoint at that step (all processes agree on the step through JAX's preempt
 point); non-finite steps are flagged inside the step, never applied, and stop the run (or
 are skipped, with ``config.skip_nonfinite_updates``) without a checkpoint after them;
 checkpoint writes are atomic and their failures name the last intact checkpoint. Under
-``jax.distributed`` every process runs this same loop on its rows of each global batch.
+``jax.distributed`` every process runs this same loop on its rows of each global batch. One
+trainer per workdir: process 0 holds ``W/train.lock`` for the run; a damaged latest checkpoint
+stops the run before anything is restored (``config.resume_from_intact`` moves it aside and
+resumes from the newest intact one); grain's workers and their shared memory are closed
+whatever ends the run.
 """
 
 from __future__ import annotations
 
+import _thread
+import contextlib
 import functools
+import gc
 import os
 import signal
 import socket
@@ -36,6 +43,7 @@ from attrdis import input_pipeline
 from attrdis import sampling
 from attrdis import train_state as ts
 from attrdis import train_step as step_lib
+from attrdis import workdir_lock
 from attrdis.configuration import ConfigError
 
 
@@ -51,6 +59,66 @@ def check_workdir(workdir: str) -> str:
     raise ConfigError(f"--workdir={workdir} is not writable ({e.strerror}); give a folder "
                       "you can write to.") from None
   return workdir
+
+
+def first_batch(data_iter, num_workers: int):
+  """``next(data_iter)``, grain's worker processes starting with SIGINT and SIGTERM ignored.
+
+  Ctrl-C in a terminal sends SIGINT to the whole process group, and schedulers (SLURM's
+  scancel, preemption) send SIGTERM to every process of a job: the workers too, where SIGINT
+  prints a KeyboardInterrupt traceback each and SIGTERM kills them with batches in shared
+  memory that nobody frees. The trainer handles both signals and then closes the workers
+  itself, in order. A child starts with a signal ignored if its parent ignored it when it
+  started it (and Python leaves it so). The workers start with the first batch, so that is
+  fetched in a helper thread while this (main) thread ignores the signals just until they
+  exist; then the trainer's handlers are back, for the rest of the wait too. (A handler not
+  installed from Python, JAX's preemption notifier for SIGTERM, is left alone.)"""
+  if num_workers <= 0 or threading.current_thread() is not threading.main_thread():
+    return next(data_iter)
+  import multiprocessing  # pylint: disable=g-import-not-at-top
+  before = {p.pid for p in multiprocessing.active_children()}
+  result = {}
+
+  def fetch():
+    try:
+      result["batch"] = next(data_iter)
+    except BaseException as e:  # pylint: disable=broad-except
+      result["error"] = e
+  helper = threading.Thread(target=fetch, name="attrdis-first-batch", daemon=True)
+  previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+  previous = {sig: h for sig, h in previous.items() if h is not None}
+  try:
+    for sig in previous:
+      signal.signal(sig, signal.SIG_IGN)
+    helper.start()
+    while helper.is_alive() and len({p.pid for p in multiprocessing.active_children()}
+                                     - before) < num_workers:
+      time.sleep(0.005)
+  finally:
+    for sig, handler in previous.items():
+      signal.signal(sig, handler)
+  while helper.is_alive():
+    helper.join(0.1)
+  if "error" in result:
+    raise result["error"]
+  return result["batch"]
+
+
+def to_host_memory(batch: dict) -> dict:
+  """A batch copied out of the shared memory grain's worker processes fill, so that the
+  shared memory is released as soon as the batch is taken (not when an array that may alias
+  it is collected, which can be after the last moment Python cleans up at exit)."""
+  return {k: np.array(v) for k, v in batch.items()}
+
+
+def close_iterator(data_iter) -> None:
+  """Stops a grain iterator's worker processes and frees the shared memory of the batches
+  they had prepared (else Python warns of leaked shared memory at exit). grain 0.2's
+  ``DataLoaderIterator`` has no ``close`` of its own; the dataset iterator it wraps has."""
+  inner = getattr(data_iter, "_iterator", data_iter)
+  close = getattr(inner, "close", None)
+  if close is not None:
+    close()
 
 
 def check_devices(config: ml_collections.ConfigDict) -> None:
@@ -142,6 +210,11 @@ class Preemption:
   SIGTERM on any process and the processes agree on a step through
   ``multihost_utils.reached_preemption_sync_point``; SIGINT is forwarded to it as SIGTERM.
   A second SIGINT aborts at once (KeyboardInterrupt) without saving.
+
+  Python runs a signal handler between two bytecodes of the main thread, which may be inside
+  a garbage-collector callback (JAX registers one); an exception raised there is printed as
+  "Exception ignored" and dropped. So the abort is raised only outside such callbacks, and
+  otherwise re-delivered a moment later.
   """
 
   def __init__(self):
@@ -156,18 +229,30 @@ class Preemption:
     for sig, handler in handlers.items():
       self._previous[sig] = signal.signal(sig, handler)
 
+  @staticmethod
+  def _abort(frame) -> None:
+    """KeyboardInterrupt now, or once the main thread has left a gc callback."""
+    callbacks = {getattr(cb, "__code__", None) for cb in gc.callbacks}
+    while frame is not None:
+      if frame.f_code in callbacks:
+        threading.Timer(0.01, _thread.interrupt_main, args=(signal.SIGINT,)).start()
+        return
+      frame = frame.f_back
+    raise KeyboardInterrupt
+
   def _on_signal(self, signum, frame):
-    del frame
     if self.signal_name is not None and signum == signal.SIGINT:
-      raise KeyboardInterrupt
+      self._abort(frame)
+      return
     self.signal_name = signal.Signals(signum).name
     sys.stderr.write(f"{self.signal_name} received: saving a checkpoint after the current "
                      "step (Ctrl-C again aborts without saving).\n")
 
   def _forward(self, signum, frame):
-    del signum, frame
+    del signum
     if self.signal_name is not None:
-      raise KeyboardInterrupt
+      self._abort(frame)
+      return
     self.signal_name = "SIGINT"
     sys.stderr.write("SIGINT received: all processes will save a checkpoint at a common step "
                      "(Ctrl-C again aborts without saving).\n")
@@ -300,41 +385,109 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   would; started again, the run continues to ``num_train_steps``. SIGTERM/SIGINT do the same
   at the current step. Raises ``errors.NonFiniteError`` on a non-finite step (unless
   ``config.skip_nonfinite_updates``), ``checkpoints.CheckpointWriteError`` if a checkpoint
-  cannot be written, ``ConfigError``/``CheckpointError`` for unusable inputs.
+  cannot be written, ``workdir_lock.WorkdirBusyError`` if another trainer holds the workdir,
+  ``ConfigError``/``CheckpointError`` for unusable inputs (a damaged latest checkpoint
+  included, unless ``config.resume_from_intact``), all before anything is compiled.
   """
   configuration.validate(config)
   check_devices(config)
-  workdir = check_workdir(workdir)
-  mngr = checkpoints.manager(workdir, keep=config.keep_checkpoints, cleanup_tmp=True)
-  latest = mngr.latest_step()
-  if latest is not None:
-    checkpoints.check_compatible(checkpoints.restore_config(mngr, latest), config, workdir)
-  preemption = Preemption()
-  writers = []
-  try:
-    return _train(config, workdir, stop_at_step, mngr, latest, preemption, writers)
-  except KeyboardInterrupt:
-    raise
-  except BaseException:
-    # Let the checkpoint in flight (the last good one) complete before the error ends the run,
-    # and the metric writers' background threads finish (their log lines come first).
+  check_dataset(config)
+  # Closed in reverse order whatever ends the run: the data workers, the signal handlers,
+  # then the workdir lock.
+  with contextlib.ExitStack() as cleanup:
+    workdir, latest = claim_workdir(config, workdir, cleanup)
+    mngr = checkpoints.manager(workdir, keep=config.keep_checkpoints, cleanup_tmp=True)
+    if latest is not None:
+      checkpoints.check_compatible(checkpoints.restore_config(mngr, latest), config, workdir)
+    preemption = Preemption()
+    cleanup.callback(preemption.close)
+    writers = []
     try:
-      checkpoints.wait(mngr)
-    except checkpoints.CheckpointError as e:
-      logging.error("%s", e)
-    for writer in writers:
+      return _train(config, workdir, stop_at_step, mngr, latest, preemption, writers, cleanup)
+    except KeyboardInterrupt:
+      raise
+    except BaseException:
+      # Let the checkpoint in flight (the last good one) complete before the error ends the
+      # run, and the metric writers' background threads finish (their log lines come first).
       try:
-        writer.flush()
-      except Exception:  # pylint: disable=broad-except
-        pass
-    raise
-  finally:
-    preemption.close()
+        checkpoints.wait(mngr)
+      except checkpoints.CheckpointError as e:
+        logging.error("%s", e)
+      for writer in writers:
+        try:
+          writer.flush()
+        except Exception:  # pylint: disable=broad-except
+          pass
+      raise
 
 
-def _train(config, workdir, stop_at_step, mngr, latest, preemption, writers) -> ts.TrainState:
+def check_dataset(config: ml_collections.ConfigDict) -> None:
+  """The config against the dataset's description (no data is read or prepared): the
+  attributes are labelled, and the dataset's images are at least ``config.image_size`` pixels
+  (the pipeline scales them down with antialiasing; scaled up they would only be blurred)."""
+  builder = input_pipeline.get_builder(config.dataset)
+  input_pipeline.check_attributes(builder, tuple(config.dataset.attributes),
+                                  config.dataset.manual_dir)
+  features = builder.info.features
+  if features is None or "image" not in features:
+    return  # known once prepared (a labelled folder stores config.image_size)
+  stored = features["image"].shape[0]
+  if stored is not None and stored < config.image_size:
+    sizes = {}
+    for c in getattr(type(builder), "BUILDER_CONFIGS", None) or []:
+      size = getattr(c, "image_size", None)
+      if size is not None:
+        sizes.setdefault(int(size), c.name)
+    hint = (f", or --config.dataset.builder_config={sizes[config.image_size]}"
+            if config.image_size in sizes else "")
+    raise ConfigError(
+        f"config.image_size={config.image_size}: dataset {builder.name!r} (config "
+        f"{builder.builder_config.name!r}) has {stored} px images, smaller than the model's; "
+        f"use --config.image_size={stored} or less{hint}.")
+
+
+def claim_workdir(config, workdir: str, cleanup: contextlib.ExitStack) -> tuple[str, int | None]:
+  """Makes ``workdir`` this run's: process 0 takes its lock (held until ``cleanup`` closes)
+  before anything is written, then finds the checkpoint to resume from (moving damaged ones
+  aside with ``config.resume_from_intact``); every process learns the outcome from process 0
+  and checks that it can write there. Returns (absolute workdir, step to resume from or
+  None)."""
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  failure, latest = None, None
+  if jax.process_index() == 0:
+    try:
+      try:
+        os.makedirs(workdir, exist_ok=True)
+        cleanup.enter_context(workdir_lock.WorkdirLock(workdir))
+      except workdir_lock.WorkdirBusyError:
+        raise
+      except OSError as e:
+        raise ConfigError(f"--workdir={workdir} is not writable ({e.strerror}); give a folder "
+                          "you can write to.") from None
+      check_workdir(workdir)
+      latest = checkpoints.resume_step(workdir, bool(config.get("resume_from_intact", False)))
+    except Exception as e:  # pylint: disable=broad-except
+      failure = e
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    ok, step = multihost_utils.broadcast_one_to_all(
+        np.array([failure is None, -1 if latest is None else latest], np.int32))
+    if failure is None and not ok:
+      raise errors.InputError(f"--workdir={workdir}: process 0 could not start there (its error "
+                              "line says why); this process stops too.")
+    latest = None if step < 0 else int(step)
+  if failure is not None:
+    raise failure
+  if jax.process_index() != 0:
+    check_workdir(workdir)
+  return workdir, latest
+
+
+def _train(config, workdir, stop_at_step, mngr, latest, preemption, writers,
+           cleanup) -> ts.TrainState:
   """The loop of :func:`train_and_evaluate` (after its checks); ``writers`` receives the
-  metric writer, for the caller to flush if the run fails."""
+  metric writer, for the caller to flush if the run fails; ``cleanup`` closes the data
+  iterator when the run ends."""
   builder, info = input_pipeline.load(config)
   num_train_steps = num_steps(config, info)
   models = ts.create_models(config, info.num_classes, num_train_steps)
@@ -351,6 +504,7 @@ def _train(config, workdir, stop_at_step, mngr, latest, preemption, writers) -> 
   rows = data_rows(data_sharding, config.batch_size)
   data_iter = iter(input_pipeline.create_loader(config, builder, "train", train=True,
                                                 rows=rows))
+  cleanup.callback(close_iterator, data_iter)
   if latest is not None:
     logging.info("Resuming from %s at step %d.", checkpoints.checkpoint_dir(workdir), latest)
     state = checkpoints.restore_train(mngr, latest, checkpoints.abstract(state), data_iter)
@@ -374,12 +528,14 @@ def _train(config, workdir, stop_at_step, mngr, latest, preemption, writers) -> 
                ",".join(info.attributes), info.name, info.num_classes, num_train_steps,
                initial_step, jax.device_count(), jax.process_count(), rows)
   skip = bool(config.get("skip_nonfinite_updates", False))
+  workers = input_pipeline.default_num_workers(config.dataset.num_workers)
   pending, t_last, step_last = [], time.time(), initial_step
   last_saved = latest
   step = initial_step
   for step in range(initial_step + 1, num_train_steps + 1):
     with jax.profiler.StepTraceAnnotation("train", step_num=step):
-      local = next(data_iter)
+      local = to_host_memory(first_batch(data_iter, workers) if step == initial_step + 1
+                             else next(data_iter))
       if step == config.get("debug_nan_at_step", 0):
         local = poison(local)
       batch = jax.tree.map(
@@ -403,10 +559,13 @@ def _train(config, workdir, stop_at_step, mngr, latest, preemption, writers) -> 
       if jax.process_index() == 0:
         skipped = (f" skipped={int(scalars['nonfinite_updates'])}"
                    if scalars.get("nonfinite_updates") else "")
+        per_attribute = " ".join(f"{a}={scalars[f'acc_trn/{a}']:.2f}" for a in info.attributes
+                                 if f"acc_trn/{a}" in scalars)
         print(f"step {step}/{num_train_steps}: loss_g={scalars['loss_g']:.4f} "
               f"loss_d={scalars['loss_d']:.4f} loss_c={scalars['loss_c']:.4f} "
-              f"rec={scalars['rec']:.4f} acc_trn={scalars['acc_trn']:.3f}{skipped} "
-              f"({scalars['steps_per_sec']:.2f} steps/s)", flush=True)
+              f"rec={scalars['rec']:.4f} acc_trn={scalars['acc_trn']:.3f} "
+              f"({per_attribute}){skipped} ({scalars['steps_per_sec']:.2f} steps/s)",
+              flush=True)
     elif save_now:
       # Never save after a non-finite step: read the flags of the steps not yet fetched.
       flags = fetch([[m[f] for f in FLAGS] for _, m in pending])

@@ -62,7 +62,7 @@ def create_models(config: ml_collections.ConfigDict, num_classes: Sequence[int],
       gen=models_lib.Generator(
           num_attributes=len(num_classes), encoder_widths=tuple(m.encoder_widths),
           num_res_blocks=m.num_res_blocks, decoder_up_widths=tuple(m.decoder_up_widths),
-          wide_decoder=m.wide_decoder, dtype=dtype),
+          wide_decoder=m.wide_decoder, norm=m.norm, dtype=dtype),
       critic=models_lib.Critic(image_size=config.image_size, base_width=m.critic_base_width,
                                max_blocks=m.critic_max_blocks, dtype=dtype),
       cls=models_lib.Classifiers(num_classes=tuple(num_classes),

@@ -77,8 +77,12 @@ critic_mean_both_sides.defvjp(_critic_mean_fwd, _critic_mean_bwd)
 
 
 def compute_losses(models: Models, params: dict, x: jax.Array, labels: list[jax.Array],
-                   perms: list[jax.Array], alpha: jax.Array, weights):
-  """Every loss term; returns (total for jax.grad, metrics). See the module docstring."""
+                   perms: list[jax.Array], alpha: jax.Array, weights,
+                   attributes: tuple[str, ...] | None = None):
+  """Every loss term; returns (total for jax.grad, metrics). See the module docstring.
+
+  ``attributes`` names the M attributes: the metrics then also hold each accuracy per
+  attribute (``acc_real/<attribute>``, ``acc_latent/<attribute>``, ``acc_trn/<attribute>``)."""
   sg = jax.lax.stop_gradient
   gen, critic, cls = params["gen"], params["critic"], params["cls"]
   M = models.num_attributes
@@ -116,17 +120,21 @@ def compute_losses(models: Models, params: dict, x: jax.Array, labels: list[jax.
   real_logits = models.cls.apply({"params": cls}, x)
   loss_c = losses.classification_loss(real_logits, labels)
 
-  def accuracy(logits, ys):
-    return sum(jnp.mean(jnp.argmax(l, -1) == y) for l, y in zip(logits, ys)) / len(ys)
+  def per_attribute(logits, ys):
+    return [jnp.mean(jnp.argmax(l, -1) == y) for l, y in zip(logits, ys)]
 
+  accuracies = {"acc_real": per_attribute(real_logits, labels),
+                "acc_latent": per_attribute([latent_logits[m][m] for m in range(M)], labels),
+                "acc_trn": per_attribute(trn_logits, labels_trn)}
   metrics = {
       "loss_g": loss_g, "loss_d": loss_d, "loss_c": loss_c,
       "rec": rec, "cls_x": cls_x, "dis": dis, "cls_trn": cls_trn, "adv_g": adv_g,
       "wasserstein": wasserstein, "gp": gp,
-      "acc_real": accuracy(real_logits, labels),
-      "acc_latent": accuracy([latent_logits[m][m] for m in range(M)], labels),
-      "acc_trn": accuracy(trn_logits, labels_trn),
   }
+  for name, accs in accuracies.items():
+    metrics[name] = sum(accs) / M
+    for a, acc in zip(attributes or (), accs):
+      metrics[f"{name}/{a}"] = acc
   return loss_g + loss_d + loss_c, metrics
 
 
@@ -138,7 +146,8 @@ def train_step(state: TrainState, batch: dict, *, models: Models,
   perms, alpha = draw_randomness(step_key(config.seed, state.step), x.shape[0],
                                  models.num_attributes)
   grad_fn = jax.grad(compute_losses, argnums=1, has_aux=True)
-  grads, metrics = grad_fn(models, state.params, x, labels, perms, alpha, config.loss_weights)
+  grads, metrics = grad_fn(models, state.params, x, labels, perms, alpha, config.loss_weights,
+                           tuple(config.dataset.attributes))
 
   new_params, new_opt_state = {}, {}
   for g in GROUPS:

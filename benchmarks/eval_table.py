@@ -1,12 +1,15 @@
-r"""The README's results table: evaluator JSONs side by side, as Markdown.
+r"""Results tables: evaluator JSONs side by side, as Markdown.
 
-    python benchmarks/eval_table.py NAME=W/eval/STEP.json [NAME=...]
+    python benchmarks/eval_table.py NAME=W/eval/STEP.json [NAME=A.json,B.json,C.json ...]
 
-Each argument is a column: a name and the JSON that ``python -m attrdis.evaluate`` wrote.
-Rows are the headline metrics of every family (ground truth, transfer accuracy, intensity,
-Table IV synthesis, Table III Hopkins, Fig. 5 entropy, reconstruction, the evaluation networks'
-own accuracy); the trivial answers' ground-truth errors come from the first column's JSON (they
-do not depend on the model).
+Each argument is a column: a name and the JSON(s) that ``python -m attrdis.evaluate`` wrote.
+A column of several JSONs (runs with different seeds) shows each metric's mean ± standard
+deviation over them (population std, n − 0). Rows are the headline metrics of every family:
+reconstruction, ground truth per attribute set (with the skill 1 − L1/L1 of returning the
+source), transfer accuracy and its share of the evaluation networks' ceiling, intensity,
+where each attribute comes from, Table IV synthesis, Table III Hopkins, Fig. 5 entropy and
+k-NN leakage; then the trivial answers and the readers' ceiling, from the first column (they do
+not depend on the model).
 """
 
 from __future__ import annotations
@@ -14,46 +17,76 @@ from __future__ import annotations
 import json
 import sys
 
+import numpy as np
+
+PCT, F2, F3, F4 = "{:.1%}", "{:.2f}", "{:.3f}", "{:.4f}"
 ROWS = [
-    ("Ground truth, all attribute sets: L1 of the transfer ↓", "gt/all/l1", "{:.4f}"),
-    ("  … PSNR (dB) ↑", "gt/all/psnr", "{:.2f}"),
-    ("Ground truth, expression only: L1 ↓", "gt/expression/l1", "{:.4f}"),
-    ("Ground truth, illumination only: L1 ↓", "gt/illumination/l1", "{:.4f}"),
-    ("Ground truth, identity only: L1 ↓", "gt/identity/l1", "{:.4f}"),
-    ("Transferred attributes read as the target's ↑", "transfer/all/acc_transferred", "{:.1%}"),
-    ("Kept attributes read as the source's ↑", "transfer/all/acc_kept", "{:.1%}"),
-    ("  expression transferred ↑", "transfer/expression/acc_transferred", "{:.1%}"),
-    ("  illumination transferred ↑", "transfer/illumination/acc_transferred", "{:.1%}"),
-    ("  identity transferred ↑", "transfer/identity/acc_transferred", "{:.1%}"),
-    ("Intensity preservation: corr(target's true, read from transfer) ↑", "intensity/corr",
-     "{:.3f}"),
-    ("Expression synthesis accuracy, mean-code (Table IV) ↑", "synthesis/acc_mean", "{:.1%}"),
-    ("  … std over expressions", "synthesis/acc_std", "{:.1%}"),
-    ("Hopkins, expression codes per expression (Table III) ↑ = clustered", "hopkins/expression/mean",
-     "{:.3f}"),
+    ("Reconstruction PSNR (dB) ↑", "recon/psnr", F2),
+    ("Ground truth, all attribute sets: L1 of the transfer ↓", "gt/all/l1", F4),
+    ("Skill 1 − L1/L1(return source), mean over sets ↑", "gt/all/skill", F3),
+    ("  identity only ↑", "gt/identity/skill", F3),
+    ("  expression only ↑", "gt/expression/skill", F3),
+    ("  illumination only ↑", "gt/illumination/skill", F3),
+    ("  gaze only ↑", "gt/gaze/skill", F3),
+    ("  colour only ↑", "gt/color/skill", F3),
+    ("Transferred attributes read as the target's ↑", "transfer/all/acc_transferred", PCT),
+    ("Kept attributes read as the source's ↑", "transfer/all/acc_kept", PCT),
+    ("  identity transferred ↑", "transfer/identity/acc/identity", PCT),
+    ("  expression transferred ↑", "transfer/expression/acc/expression", PCT),
+    ("  illumination transferred ↑", "transfer/illumination/acc/illumination", PCT),
+    ("  gaze transferred ↑", "transfer/gaze/acc/gaze", PCT),
+    ("  colour transferred ↑", "transfer/color/acc/color", PCT),
+    ("Worst transferred attribute, share of the readers' ceiling ↑",
+     "transfer/all/of_ceiling_transferred_min", PCT),
+    ("Worst kept attribute, share of the readers' ceiling ↑",
+     "transfer/all/of_ceiling_kept_min", PCT),
+    ("Intensity: corr(target's true, read from the transfer) ↑", "intensity/corr", F3),
+    ("Expression read as the target's, target gives z_expression ↑",
+     "source_of/expression/z_expression", PCT),
+    ("  … z_expression and z_0 ↑", "source_of/expression/z_expression+z_rest", PCT),
+    ("  … z_0 only ↓", "source_of/expression/z_rest", PCT),
+    ("Linear probe of expression from z_expression ↑", "linear_probe/expression/z_expression",
+     PCT),
+    ("  … from z_0 ↓", "linear_probe/expression/z_rest", PCT),
+    ("Reconstructions: expression read as the image's ↑", "recon/read/expression", PCT),
+    ("Expression synthesis accuracy, mean code (Table IV) ↑", "synthesis/acc_mean", PCT),
+    ("Hopkins, expression codes per expression (Table III) ↑ = clustered",
+     "hopkins/expression/mean", F3),
     ("Entropy of C_m on the other codes ÷ log(classes) (Fig. 5) ↑ = disentangled",
-     "entropy/off_diagonal_normalized", "{:.3f}"),
+     "entropy/off_diagonal_normalized", F3),
     ("5-NN accuracy of illumination from the expression code ↓ = disentangled",
-     "knn_acc/illumination/z_expression", "{:.1%}"),
-    ("Reconstruction PSNR (dB) ↑", "recon/psnr", "{:.2f}"),
+     "knn_acc/illumination/z_expression", PCT),
+    ("5-NN accuracy of expression from z_0 ↓ = disentangled", "knn_acc/expression/z_rest", PCT),
 ]
-TRIVIAL = [("Return the source: L1", "gt/all/l1_source", "{:.4f}"),
-           ("Return the target: L1", "gt/all/l1_target", "{:.4f}"),
+TRIVIAL = [("Return the source: L1", "gt/all/l1_source", F4),
+           ("Return the target: L1", "gt/all/l1_target", F4),
            ("True renderings: transferred read correctly", "transfer/all/truth_acc_transferred",
-            "{:.1%}"),
-           ("True renderings: kept read correctly", "transfer/all/truth_acc_kept", "{:.1%}"),
-           ("True renderings: intensity corr", "intensity/corr_truth", "{:.3f}"),
+            PCT),
+           ("True renderings: kept read correctly", "transfer/all/truth_acc_kept", PCT),
+           ("True renderings: intensity corr", "intensity/corr_truth", F3),
            ("Evaluation network: expression accuracy (test)", "eval_classifier/expression/acc",
-            "{:.1%}")]
+            PCT)]
 
 
-def table(columns: list[tuple[str, dict]]) -> str:
+def cell(runs: list[dict], key: str, fmt: str) -> str:
+  values = [m[key] for m in runs if key in m]
+  if not values:
+    return "—"
+  if len(values) == 1:
+    return fmt.format(values[0])
+  return f"{fmt.format(float(np.mean(values)))} ± {fmt.format(float(np.std(values)))}"
+
+
+def table(columns: list[tuple[str, list[dict]]], rows=None) -> str:
+  """Markdown: one column per (name, [metrics of each run]); rows without any value are left
+  out."""
   head = "| metric | " + " | ".join(name for name, _ in columns) + " |"
   lines = [head, "|---|" + "---|" * len(columns)]
-  for label, key, fmt in ROWS:
-    cells = [fmt.format(m[key]) if key in m else "—" for _, m in columns]
-    lines.append(f"| {label} | " + " | ".join(cells) + " |")
-  first = columns[0][1]
+  for label, key, fmt in rows or ROWS:
+    cells = [cell(runs, key, fmt) for _, runs in columns]
+    if any(c != "—" for c in cells):
+      lines.append(f"| {label} | " + " | ".join(cells) + " |")
+  first = columns[0][1][0]
   for label, key, fmt in TRIVIAL:
     if key in first:
       lines.append(f"| *{label}* | " + " | ".join([fmt.format(first[key])] * len(columns)) +
@@ -67,9 +100,12 @@ def main(argv):
     return 2
   columns = []
   for arg in argv[1:]:
-    name, path = arg.rsplit("=", 1)
-    with open(path) as f:
-      columns.append((name, json.load(f)["metrics"]))
+    name, paths = arg.split("=", 1)
+    runs = []
+    for path in paths.split(","):
+      with open(path) as f:
+        runs.append(json.load(f)["metrics"])
+    columns.append((name, runs))
   print(table(columns))
   return 0
 

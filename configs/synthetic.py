@@ -29,16 +29,23 @@ def get_config(variant: str = "multipie"):
   config.image_size = 32
   config.batch_size = 16
   config.num_train_steps = 1500
-  config.optimizer.learning_rate = 2e-4
   config.log_every_steps = 50
   config.checkpoint_every_steps = 500
   config.sample_every_steps = 250
-  config.model.encoder_widths = (16, 32, 32)
-  config.model.num_res_blocks = 2
-  config.model.decoder_up_widths = (32, 16)
+  config.eval_every_steps = 250  # test PSNR and ground-truth transfer errors as it trains
+  # Departures from the paper's model (docs/results.md measures each): at 32 px and 1,500 steps
+  # instance normalisation after every conv cost 1.5 dB of reconstruction (a flat-shaded
+  # face's per-channel statistics are its colours, which the norm removes and the decoder must
+  # relearn), Adam 1e-3 with b1 0.9 trains ~3 dB further than 2e-4/0.5 in the same steps, and
+  # wider convs with no residual blocks cost what the narrow paper-shaped model did.
+  config.model.norm = "none"
+  config.optimizer.learning_rate = 1e-3
+  config.optimizer.b1 = 0.9
+  config.model.encoder_widths = (32, 64, 64)
+  config.model.num_res_blocks = 0
+  config.model.decoder_up_widths = (64, 32)
   # A critic narrower than 32 lost the adversarial game once λ_dis = 1 pushed the codes apart:
-  # the shuffled-code syntheses turned into checkerboard noise that fools the classifiers
-  # (README, Evaluation: results).
+  # the shuffled-code syntheses turned into checkerboard noise that fools the classifiers.
   config.model.critic_base_width = 32
-  config.model.classifier_widths = (16, 32)
+  config.model.classifier_widths = (16, 64)
   return config

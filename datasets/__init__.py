@@ -17,4 +17,4 @@ The contract every builder keeps (the input pipeline, sampling and evaluation re
   ``file_format="array_record"``) and read back through ``as_data_source``.
 """
 
-DATASETS = ("synthetic_faces", "multipie", "bu3dfe", "rafd")
+DATASETS = ("synthetic_faces", "multipie", "bu3dfe", "rafd", "labelled_images")

@@ -114,6 +114,38 @@ def test_transfer_accuracy_bookkeeping():
   assert same == {}
 
 
+def test_skill_and_ceiling_ratio_by_hand():
+  assert ev.skill(0.02, 0.08) == pytest.approx(0.75)
+  assert ev.skill(0.08, 0.08) == 0.0 and ev.skill(0.1, 0.05) == pytest.approx(-1.0)
+  assert math.isnan(ev.skill(0.1, 0.0))
+  rng = np.random.default_rng(0)
+  truth = rng.uniform(-1, 1, (4, 3, 3, 3)).astype(np.float32)
+  src = rng.uniform(-1, 1, truth.shape).astype(np.float32)
+  pred = truth + 0.25 * (src - truth)  # a quarter of the source's error left everywhere
+  out = ev.ground_truth_errors(pred, truth, src, src, "a")
+  assert out["gt/a/skill"] == pytest.approx(0.75, rel=1e-5)
+  assert out["gt/a/l1"] == pytest.approx(0.25 * out["gt/a/l1_source"], rel=1e-5)
+  metrics = {"transfer/s/acc/b": 0.45, "transfer/s/truth_acc/b": 0.9,
+             "transfer/s/acc/c": 0.5, "transfer/s/truth_acc/c": 0.0,
+             "transfer/s/acc_kept": 0.3}
+  assert ev.of_ceiling(metrics, "transfer/s/") == {"b": pytest.approx(0.5)}
+
+
+def test_linear_probe_separates_what_is_linear_and_nothing_else():
+  """Labels that are a linear function of the features are learned (test accuracy 1 on new
+  points of the same rule); labels independent of the features stay near chance."""
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(600, 4, 4, 2)).astype(np.float32)
+  w = rng.normal(size=(32, 3))
+  y = np.argmax(x.reshape(600, -1) @ w, axis=1)
+  predict = ev.fit_linear_probe(x[:400], y[:400], 3)
+  assert np.mean(predict(x[400:]) == y[400:]) > 0.9
+  noise = rng.integers(0, 3, 600)
+  predict = ev.fit_linear_probe(x[:400], noise[:400], 3)
+  # 200 test points, chance 1/3: 0.55 is more than 6 standard deviations above chance.
+  assert np.mean(predict(x[400:]) == noise[400:]) < 0.55
+
+
 def test_per_target_accuracy():
   pred = np.array([[0, 1, 1], [0, 2, 2], [1, 1, 2], [0, 0, 2]])
   np.testing.assert_allclose(ev.per_target_accuracy(pred, 3), [0.75, 0.5, 0.75])
@@ -277,7 +309,22 @@ def test_command_writes_every_metric(evaluated, workdir):
       assert m[f"gt/{s}/psnr{suffix}"] > 0
     assert 0 <= m[f"transfer/{s}/acc_kept"] <= 1
     assert 0 <= m[f"transfer/{s}/truth_acc_kept"] <= 1
+    assert m[f"gt/{s}/skill"] == pytest.approx(
+        1 - m[f"gt/{s}/l1"] / m[f"gt/{s}/l1_source"], rel=1e-6)
+    for b in s.split("+"):
+      if f"transfer/{s}/truth_acc/{b}" in m and m[f"transfer/{s}/truth_acc/{b}"] > 0:
+        assert m[f"transfer/{s}/of_ceiling/{b}"] == pytest.approx(
+            m[f"transfer/{s}/acc/{b}"] / m[f"transfer/{s}/truth_acc/{b}"])
   assert -1 <= m["intensity/corr"] <= 1 and -1 <= m["intensity/corr_truth"] <= 1
+  for a in ("expression", "illumination"):
+    for z in codes:
+      assert 0 <= m[f"linear_probe/{a}/z_{z}"] <= 1
+    for slots in (f"z_{a}", f"z_{a}+z_rest", "z_rest"):
+      assert 0 <= m[f"source_of/{a}/{slots}"] <= 1
+    assert 0 <= m[f"recon/read/{a}"] <= 1 and 0 <= m[f"recon/read_real/{a}"] <= 1
+    # The readers on the real test images are the evaluation networks' own test accuracy.
+    assert m[f"recon/read_real/{a}"] == pytest.approx(m[f"eval_classifier/{a}/acc"])
+  assert "linear_probe/identity/z_rest" not in m
   for k in ("expression/acc", "illumination/acc", "gaze/acc", "color/acc", "identity/acc"):
     assert 0 <= m[f"eval_classifier/{k}"] <= 1
   for kind in ("entropy", "embeddings", "synthesis", "transfer"):
@@ -321,7 +368,8 @@ def test_evaluation_classifiers_are_checkpointed_and_reused(evaluated, workdir, 
 
   evaluator = ev.Evaluator(trained, workdir, opts, progress=lambda s: None)
   tasks = ec.default_tasks("synthetic_faces", evaluator.test, ATTRS)
-  model = ec.load_or_train(workdir, "synthetic_faces", "tiny", 16, tasks, no_training,
+  model = ec.load_or_train(ec.directory(workdir), "synthetic_faces", "tiny", 16, tasks,
+                           no_training,
                            evaluator.test, steps=3, batch_size=32)
   # Its test metrics are recomputed identically from its predictions.
   again = ec.test_metrics(model, evaluator.test)

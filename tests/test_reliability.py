@@ -6,9 +6,11 @@ cache: only the reference run (1 process × 4 devices) and the first 2-process r
 the train step; the others load it.
 """
 
+import errno
 import glob
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -31,6 +33,7 @@ from attrdis import errors
 from attrdis import input_pipeline
 from attrdis import train_state as ts
 from attrdis import train_step as step_lib
+from attrdis import workdir_lock
 from tiny import config_flags, tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -453,3 +456,311 @@ def test_image_errors_name_the_file(tmp_path):
       read(path)
     assert str(info.value).startswith(f"{path}: ") and fragment in str(info.value)
     assert errors.message(info.value) == str(info.value)  # one line, known to the CLIs
+
+
+# ----------------------------------------------------------------------------------------
+# One trainer per workdir.
+
+def test_second_trainer_is_refused_and_the_first_is_untouched(runs, reference,
+                                                              synthetic_data_dir, tmp_path):
+  """The first trainer is paused (SIGSTOP) after its first step while a second one starts on
+  the same workdir: the second stops with one line naming the first; the first then runs to
+  the end exactly as the uninterrupted reference did, and nothing is written twice."""
+  config = base(synthetic_data_dir)
+  workdir = str(tmp_path / "w")
+  first = runs.start(workdir, config)
+  seen = wait_for_line(first, f"step 1/{STEPS}")
+  os.kill(first.pid, signal.SIGSTOP)
+  try:
+    t = time.time()
+    rc, out, err = runs.run(workdir, config)
+    refused_after = time.time() - t
+  finally:
+    os.kill(first.pid, signal.SIGCONT)
+  assert rc == errors.EXIT_ERROR
+  assert_one_line_error(rc, err, f"--workdir={workdir} is in use by another trainer "
+                        f"(pid {first.pid} on host {socket.gethostname()}, started ",
+                        "one trainer per workdir")
+  assert "step " not in out  # it trained nothing
+  assert refused_after < 300
+  rc, out, err = runs.finish(first)
+  assert rc == 0, err[-3000:]
+  assert f"step {STEPS}/{STEPS}" in "".join(seen) + out
+  rows = metrics_by_step(workdir)  # each step once
+  assert sorted(rows) == list(range(1, STEPS + 1))
+  assert len(glob.glob(os.path.join(workdir, "events.out.tfevents.*"))) == 1
+  assert_same_state(stored_state(workdir, STEPS), stored_state(reference, STEPS))
+  # The lock went with the run: the file is left empty (no holder).
+  assert open(os.path.join(workdir, workdir_lock.LOCK_FILE)).read() == ""
+
+
+def test_os_lock_dies_with_its_process(tmp_path):
+  """A holder killed with SIGKILL leaves no stale lock: the kernel releases it."""
+  code = ("import sys, time; from attrdis import workdir_lock; "
+          "workdir_lock.WorkdirLock(sys.argv[1]).acquire(); print('held', flush=True); "
+          "time.sleep(600)")
+  holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
+                            text=True, cwd=ROOT)
+  try:
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(workdir_lock.WorkdirBusyError) as info:
+      workdir_lock.WorkdirLock(str(tmp_path)).acquire()
+    assert f"pid {holder.pid} on host {socket.gethostname()}" in str(info.value)
+    assert errors.message(info.value) == str(info.value)  # one line, known to the CLIs
+  finally:
+    holder.kill()
+    holder.wait()
+  with workdir_lock.WorkdirLock(str(tmp_path)) as lock:
+    holder_now = workdir_lock.Holder.parse(open(lock.path).read())
+    assert holder_now.pid == os.getpid()
+    # In one process too, a second trainer is refused (flock conflicts between open files).
+    with pytest.raises(workdir_lock.WorkdirBusyError, match=f"pid {os.getpid()} "):
+      workdir_lock.WorkdirLock(str(tmp_path)).acquire()
+
+
+def test_lock_file_where_the_file_system_has_no_locks(tmp_path, monkeypatch):
+  """Where flock() fails (ENOLCK), the lock file's existence is the lock; a holder that is
+  gone (pid not running, or reused by a later process) is stale and taken over; a holder on
+  another host stands."""
+  import fcntl  # pylint: disable=g-import-not-at-top
+
+  def no_locks(fd, op):
+    raise OSError(errno.ENOLCK, "No locks available")
+  monkeypatch.setattr(fcntl, "flock", no_locks)
+  path = tmp_path / workdir_lock.LOCK_FILE
+  host = socket.gethostname()
+
+  def holder(**kw):
+    fields = dict(host=host, pid=os.getpid(), started=time.time(),
+                  pid_start=workdir_lock._process_start(os.getpid()))  # pylint: disable=protected-access
+    fields.update(kw)
+    path.write_text(json.dumps(fields))
+
+  lock = workdir_lock.WorkdirLock(str(tmp_path)).acquire()
+  assert json.loads(path.read_text())["pid"] == os.getpid()
+  with pytest.raises(workdir_lock.WorkdirBusyError) as info:
+    workdir_lock.WorkdirLock(str(tmp_path)).acquire()
+  assert f"pid {os.getpid()} on host {host}" in str(info.value)
+  assert f"remove {path}" in str(info.value)
+  lock.release()
+  assert not path.exists()
+
+  gone = subprocess.Popen([sys.executable, "-c", "pass"])
+  gone.wait()
+  cases = [
+      (dict(pid=gone.pid, pid_start=None), True),  # not running any more
+      (dict(pid_start="1"), True),  # this pid, but a process started at another time
+      (dict(), False),  # running: this process
+      (dict(host="another-host", pid=1), False),  # cannot be checked from here
+      (None, True),  # empty: released by a run with OS locks
+  ]
+  for fields, stale in cases:
+    if fields is None:
+      path.write_text("")
+    else:
+      holder(**fields)
+    if stale:
+      workdir_lock.WorkdirLock(str(tmp_path)).acquire().release()
+    else:
+      with pytest.raises(workdir_lock.WorkdirBusyError, match="is in use by another trainer"):
+        workdir_lock.WorkdirLock(str(tmp_path)).acquire()
+      assert path.exists()  # left as it was
+
+
+# ----------------------------------------------------------------------------------------
+# Damaged checkpoints.
+
+def damage_file(path, how):
+  """truncate (half the bytes), delete, or garble (one byte flipped: the size is kept)."""
+  data = open(path, "rb").read()
+  if how == "truncate":
+    with open(path, "wb") as f:
+      f.write(data[:len(data) // 2])
+  elif how == "delete":
+    os.remove(path)
+  else:
+    garbled = bytearray(data)
+    garbled[len(data) // 2] ^= 0xFF
+    with open(path, "wb") as f:
+      f.write(bytes(garbled))
+
+
+EXPECTED = {"truncate": "truncated (", "delete": "missing",
+            "garble": "contents changed since it was written (CRC-32 mismatch)"}
+
+
+def files_of(folder):
+  return sorted(os.path.relpath(p, folder) for p in glob.glob(os.path.join(folder, "**"),
+                                                              recursive=True)
+                if os.path.isfile(p))
+
+
+def snapshot(folder):
+  return {rel: open(os.path.join(folder, rel), "rb").read() for rel in files_of(folder)}
+
+
+def test_every_damaged_file_is_named(reference, tmp_path):
+  """Each file of each item of a checkpoint (state, data position, config), truncated,
+  deleted or garbled: the check names that file and what happened to it."""
+  source = os.path.join(reference, "checkpoints", "4")
+  assert checkpoints.damage(source) is None
+  item_files = [rel for rel in files_of(source) if rel.split(os.sep)[0] in checkpoints.ITEMS]
+  assert {rel.split(os.sep)[0] for rel in item_files} == set(checkpoints.ITEMS)
+  n = 0
+  for rel in item_files:
+    for how, expected in EXPECTED.items():
+      n += 1
+      folder = str(tmp_path / str(n))
+      shutil.copytree(source, folder)
+      damage_file(os.path.join(folder, rel), how)
+      why = checkpoints.damage(folder)
+      assert why is not None and why.startswith(f"{rel}: ") and expected in why, (rel, how, why)
+  # The list of files itself: garbled or truncated, it cannot be read; deleted, the
+  # checkpoint's own metadata says that it had one.
+  for how in EXPECTED:
+    n += 1
+    folder = str(tmp_path / str(n))
+    shutil.copytree(source, folder)
+    damage_file(os.path.join(folder, checkpoints.FILE_LIST), how)
+    assert checkpoints.damage(folder).startswith(f"{checkpoints.FILE_LIST}: ")
+
+
+def representative_files(folder):
+  """For each kind of file: the largest array-data file of the state, the data position,
+  the config."""
+  state = [rel for rel in files_of(folder) if rel.startswith("state" + os.sep)]
+  largest = max(state, key=lambda rel: (os.path.getsize(os.path.join(folder, rel)), rel))
+  return {"state": largest, "data": os.path.join("data", "process_0-of-1.json"),
+          "config": os.path.join("config", "metadata")}
+
+
+def test_damaged_checkpoint_every_command_and_resume_from_intact(runs, reference,
+                                                                 synthetic_data_dir, tmp_path,
+                                                                 capsys):
+  """The latest checkpoint (8) damaged, each kind of file in each way: training, sampling
+  and evaluation each stop with one line naming it and the newest intact one (7), and
+  change nothing; sampling and evaluation hold no lock (the workdir's lock is held by this
+  test meanwhile); --config.resume_from_intact=True moves the damaged checkpoint aside and
+  ends bit-equal to a run resumed from checkpoint 7 directly (and the reference)."""
+  from attrdis import evaluate  # pylint: disable=g-import-not-at-top
+  from attrdis import sample  # pylint: disable=g-import-not-at-top
+
+  def copy_until(step, name):
+    workdir = str(tmp_path / name)
+    shutil.copytree(reference, workdir)
+    for s in range(step + 1, STEPS + 1):
+      shutil.rmtree(os.path.join(workdir, "checkpoints", str(s)))
+    return workdir
+
+  config = _config_of(reference)
+  cases = []
+  for kind, rel in representative_files(os.path.join(reference, "checkpoints", "8")).items():
+    for how in EXPECTED:
+      workdir = copy_until(8, f"{kind}_{how}")
+      damage_file(os.path.join(workdir, "checkpoints", "8", rel), how)
+      cases.append((kind, how, rel, workdir, snapshot(os.path.join(workdir, "checkpoints"))))
+  procs = [runs.start(w, config) for _, _, _, w, _ in cases]
+  for proc, (kind, how, rel, workdir, before) in zip(procs, cases):
+    named = (f"Checkpoint {workdir}/checkpoints/8 is damaged ({rel}: {EXPECTED[how]}",
+             "the newest intact checkpoint is step 7")
+    rc, _, err = runs.finish(proc)
+    assert rc == errors.EXIT_ERROR, (kind, how, err[-2000:])
+    assert_one_line_error(rc, err, *named, "--config.resume_from_intact=True",
+                          f"{workdir}/{checkpoints.DAMAGED_DIR}", "Nothing was changed")
+    with workdir_lock.WorkdirLock(workdir):  # readers never take the lock
+      for command, status, argv in (
+          (sample.main, errors.EXIT_ERROR, ["--mode=transfer", "--source=split:test[:2]",
+                                            "--target=split:test[2:4]", "--attributes=",
+                                            f"--out={tmp_path / 'x.png'}"]),
+          (evaluate.main, 2, ["--no_images"])):
+        assert command([f"--workdir={workdir}", *argv]) == status, (kind, how, command)
+        err = capsys.readouterr().err
+        lines = err.strip().splitlines()
+        assert "Traceback" not in err and lines[-1].startswith("error: "), err[-2000:]
+        for fragment in named + ("use --step=7.",):
+          assert fragment in lines[-1], (fragment, lines[-1])
+    assert snapshot(os.path.join(workdir, "checkpoints")) == before, (kind, how)
+    assert not os.path.exists(os.path.join(workdir, checkpoints.DAMAGED_DIR))
+
+  # The advice works: sampling the intact step while the lock is held.
+  workdir = cases[0][3]
+  with workdir_lock.WorkdirLock(workdir):
+    out = tmp_path / "step7.png"
+    assert sample.main([f"--workdir={workdir}", "--step=7", "--mode=transfer",
+                        "--source=split:test[:2]", "--target=split:test[2:4]",
+                        "--attributes=expression", f"--out={out}"]) == 0, capsys.readouterr()
+    assert out.exists() and json.load(open(tmp_path / "step7.json"))["step"] == 7
+
+  # Resume from the newest intact checkpoint: the damaged one is moved aside, not deleted.
+  kind, how, rel, workdir, before = cases[0]
+  direct = copy_until(7, "direct")
+  p_intact = runs.start(workdir, config, ["--config.resume_from_intact=True"])
+  p_direct = runs.start(direct, config)
+  (rc, out, err), (rc_d, _, err_d) = runs.finish(p_intact), runs.finish(p_direct)
+  assert rc == 0 and rc_d == 0, (err[-3000:], err_d[-3000:])
+  moved = os.path.join(workdir, checkpoints.DAMAGED_DIR, "8")
+  assert (f"Checkpoint {workdir}/checkpoints/8 is damaged ({rel}: {EXPECTED[how]}" in out
+          and f"moved to {moved}; resuming from step 7." in out), out
+  assert snapshot(moved) == {k[len("8/"):]: v for k, v in before.items()
+                             if k.startswith("8" + os.sep)}
+  assert checkpoints.damage(os.path.join(workdir, "checkpoints", str(STEPS))) is None
+  assert_same_state(stored_state(workdir, STEPS), stored_state(direct, STEPS))
+  assert_same_state(stored_state(workdir, STEPS), stored_state(reference, STEPS))
+
+
+# ----------------------------------------------------------------------------------------
+# Clean exits with grain worker processes.
+
+def stderr_after(err, marker):
+  """stderr from the line holding ``marker`` on, without absl's INFO lines."""
+  lines = err.splitlines()
+  start = next(i for i, l in enumerate(lines) if marker in l)
+  return [l for l in lines[start:] if not re.match(r"I\d{4} ", l)]
+
+
+def test_exits_are_clean_with_worker_processes(runs, reference, synthetic_data_dir, tmp_path):
+  """With grain workers (which share the terminal's process group and use shared memory):
+  SIGTERM and Ctrl-C sent to the whole group, a second Ctrl-C and an error exit each print
+  their one documented line and nothing else: no traceback from a worker, no warning of
+  leaked shared memory."""
+  del reference  # for the compilation cache
+  config = base(synthetic_data_dir)
+  config.dataset.num_workers = 1
+  nan = base(synthetic_data_dir)
+  nan.dataset.num_workers = 1
+  nan.debug_nan_at_step = 3
+  group = dict(start_new_session=True)  # a process group of its own, as in a terminal
+  error = runs.start(str(tmp_path / "nan"), nan, **group)
+  procs = {}
+  for name, sig, times in (("term", signal.SIGTERM, 1), ("int", signal.SIGINT, 1),
+                           ("twice", signal.SIGINT, 2)):
+    # One at a time: each is signalled right after its second step.
+    proc = procs[name] = runs.start(str(tmp_path / name), config, **group)
+    wait_for_line(proc, f"step 2/{STEPS}")
+    os.killpg(proc.pid, sig)
+    if times == 2:  # again once the first one was handled (signals do not queue)
+      deadline = time.time() + 120
+      while "SIGINT received" not in open(proc.err_path).read() and time.time() < deadline:
+        time.sleep(0.01)
+      os.killpg(proc.pid, sig)
+  results = {name: runs.finish(p) for name, p in procs.items()}
+  results["nan"] = runs.finish(error)
+  for name, (rc, out, err) in results.items():
+    assert "Traceback" not in err and "leaked" not in err and "Warning" not in err, (
+        name, err[-3000:])
+  for name, sig in (("term", "SIGTERM"), ("int", "SIGINT")):
+    rc, out, err = results[name]
+    assert rc == 0, err[-3000:]
+    assert last_line(out).startswith(f"Preempted ({sig}) at step "), out
+    assert stderr_after(err, f"{sig} received") == [
+        f"{sig} received: saving a checkpoint after the current step (Ctrl-C again aborts "
+        "without saving)."], err[-3000:]
+  rc, out, err = results["twice"]
+  assert rc == errors.EXIT_INTERRUPTED, err[-3000:]
+  assert stderr_after(err, "SIGINT received")[-1] == (
+      "error: interrupted (nothing saved after the last checkpoint).")
+  rc, out, err = results["nan"]
+  assert rc == errors.EXIT_NONFINITE
+  assert_one_line_error(rc, err, "Step 3: non-finite loss terms")
+  assert [l for l in stderr_after(err, "error: Step 3") if not re.match(r"[IW]\d{4} ", l)] == [
+      last_line(err)]

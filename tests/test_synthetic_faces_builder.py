@@ -156,6 +156,7 @@ def test_default_design_is_balanced_and_factorial():
     assert counts["gaze"] == {0: 1600, 1: 1600, 2: 1600}
     levels = collections.Counter(f.intensity for f in examples if f.expression != 0)
     assert levels == {0.25: 960, 0.5: 960, 0.75: 960, 1.0: 960}
+    assert d.intensities() == (0.25, 0.5, 0.75, 1.0)
     # illumination is not tied to expression: every pair occurs, none dominates
     pairs = collections.Counter((f.expression, f.illumination) for f in examples)
     assert len(pairs) == 25 and max(pairs.values()) < 1.5 * min(pairs.values())

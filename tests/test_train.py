@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -93,6 +94,9 @@ def test_cli_run_leaves_everything_and_resume_is_bit_exact(synthetic_data_dir, t
     ("batch_size", 6, "does not divide over the 4 devices"),
     ("dataset.builder_config", "huge", "has the configs"),
     ("dtype", "float16", "float32, bfloat16"),
+    ("image_size", 24, "has 16 px images, smaller than the model's; use "
+                       "--config.image_size=16 or less."),
+    ("image_size", 32, "--config.image_size=16 or less, or --config.dataset.builder_config=32px"),
 ])
 def test_bad_config_is_refused_before_compiling(synthetic_data_dir, tmp_path, field, value,
                                                 message):
@@ -103,9 +107,82 @@ def test_bad_config_is_refused_before_compiling(synthetic_data_dir, tmp_path, fi
   for part in parent.split(".")[1:]:
     node = node[part]
   node[leaf] = value
-  with pytest.raises(ConfigError, match=message):
+  with pytest.raises(ConfigError, match=re.escape(message)):
     train.train_and_evaluate(config, str(tmp_path / "w"))
-  assert not os.path.exists(os.path.join(tmp_path, "w", "metrics.jsonl"))
+  assert not os.path.exists(os.path.join(tmp_path, "w"))  # nothing written, not even the folder
+
+
+# Every field with a value that cannot work: (field, value, what the one line says).
+UNWORKABLE = [
+    ("seed", -1, "must be from 0 to 2**31 - 1"),
+    ("image_size", 20, "multiple of 8"),
+    ("image_size", 512, "from 16 to 256"),
+    ("batch_size", 1, "at least 2 images"),
+    ("batch_size", 0, "at least 2 images"),
+    ("num_train_steps", 0, "must be ≥ 1, or -1"),
+    ("num_train_steps", -2, "must be ≥ 1, or -1"),
+    ("num_epochs", 0, "must be ≥ 1"),
+    ("num_epochs", -3, "must be ≥ 1"),
+    ("dtype", "float16", "choose one of float32, bfloat16"),
+    ("dtype", "int8", "choose one of float32, bfloat16"),
+    ("log_every_steps", 0, "must be ≥ 1"),
+    ("log_every_steps", -100, "must be ≥ 1"),
+    ("checkpoint_every_steps", 0, "must be ≥ 1"),
+    ("checkpoint_every_steps", -1, "must be ≥ 1"),
+    ("sample_every_steps", 0, "must be ≥ 1"),
+    ("keep_checkpoints", 0, "must be ≥ 1"),
+    ("num_sample_images", 0, "must be ≥ 1"),
+    ("eval_every_steps", -5, "must be ≥ 0 (0: never)"),
+    ("debug_nan_at_step", -1, "must be ≥ 0"),
+    ("dataset.attributes", ("identity", "expression", "identity"), "named twice"),
+    ("dataset.attributes", (), "is empty"),
+    ("dataset.num_workers", -2, "must be ≥ 0, or -1"),
+    ("model.encoder_widths", (4, 0, 8), "widths must be integers ≥ 1"),
+    ("model.encoder_widths", (4, 8), "needs 3 widths"),
+    ("model.decoder_up_widths", (8, -4), "widths must be integers ≥ 1"),
+    ("model.classifier_widths", (4, 4), "the last equal to the code's channels"),
+    ("model.num_res_blocks", -1, "must be ≥ 0"),
+    ("model.critic_base_width", 0, "must be ≥ 1"),
+    ("model.critic_max_blocks", 0, "must be ≥ 1"),
+    ("loss_weights.rec", -1.0, "finite number ≥ 0"),
+    ("loss_weights.gp", float("inf"), "finite number ≥ 0"),
+    ("optimizer.learning_rate", 0.0, "finite number > 0"),
+    ("optimizer.learning_rate", float("nan"), "finite number > 0"),
+    ("optimizer.b1", 1.0, "in [0, 1)"),
+    ("optimizer.b2", -0.1, "in [0, 1)"),
+    ("optimizer.decay_fraction", 1.5, "in [0, 1]"),
+]
+
+
+def test_every_unworkable_field_is_one_line_naming_it(synthetic_data_dir, tmp_path):
+  """Each value is refused by the checks that run before anything is compiled or written,
+  with one line that starts with the field and its value."""
+  from attrdis import configuration  # pylint: disable=g-import-not-at-top
+  from attrdis import errors  # pylint: disable=g-import-not-at-top
+  good = tiny_config()
+  good.dataset.data_dir = synthetic_data_dir
+  configuration.validate(good)
+  for field, value, message in UNWORKABLE:
+    config = tiny_config()
+    config.dataset.data_dir = synthetic_data_dir
+    parent, _, leaf = field.rpartition(".")
+    node = config
+    for part in parent.split(".") if parent else []:
+      node = node[part]
+    node[leaf] = value
+    with pytest.raises(ConfigError) as info:
+      configuration.validate(config)
+    text = errors.message(info.value)
+    assert text == str(info.value) and "\n" not in text, (field, text)
+    assert text.startswith(f"config.{field}="), (field, text)
+    assert message in text, (field, value, text)
+  # And through the trainer: refused before the workdir is even created.
+  config = tiny_config()
+  config.dataset.data_dir = synthetic_data_dir
+  config.num_train_steps = -7
+  with pytest.raises(ConfigError, match="num_train_steps=-7"):
+    train.train_and_evaluate(config, str(tmp_path / "w"))
+  assert not os.path.exists(tmp_path / "w")
 
 
 def test_cli_errors_are_one_line(tmp_path):

@@ -73,6 +73,40 @@ def test_step_decodes_the_permuted_codes(setup):
                                                 rel=1e-5)
 
 
+def test_per_attribute_accuracies_by_hand(setup):
+  """acc_real/<a>, acc_latent/<a>, acc_trn/<a>: argmax of each classifier on the real images,
+  on its own code, on the shuffled synthesis, against the (shuffled) labels; the plain
+  acc_* are their means."""
+  config, models, state, batch = setup
+  x = jnp.asarray(batch["image"])
+  # Labels that the untrained classifiers get partly right, so that the counts are not 0.
+  cls = state.params["cls"]
+  real_logits = models.cls.apply({"params": cls}, x)
+  labels = [jnp.argmax(real_logits[0], -1), jnp.asarray(batch["label"][:, 1])]
+  perms, alpha = step_lib.draw_randomness(jax.random.key(5), 8, 2)
+  names = ("identity", "expression")
+  _, metrics = step_lib.compute_losses(models, state.params, x, labels, perms, alpha,
+                                       config.loss_weights, names)
+  gen = state.params["gen"]
+  codes = sampling.encode(models, gen, x)
+  x_trn = sampling.decode(models, gen, [codes[0][perms[0]], codes[1][perms[1]], codes[2]])
+  trn_logits = models.cls.apply({"params": cls}, x_trn)
+  for m, a in enumerate(names):
+    latent = models.cls.apply({"params": cls}, codes[m], m, method="latent_one")
+    want = {
+        "acc_real": np.mean(np.argmax(real_logits[m], -1) == np.asarray(labels[m])),
+        "acc_latent": np.mean(np.argmax(latent, -1) == np.asarray(labels[m])),
+        "acc_trn": np.mean(np.argmax(trn_logits[m], -1) == np.asarray(labels[m])[perms[m]]),
+    }
+    for k, v in want.items():
+      # A count of 8 images: exact multiples of 1/8.
+      assert float(metrics[f"{k}/{a}"]) == v, (k, a)
+  assert float(metrics["acc_real/identity"]) == 1.0  # the labels were its own argmax
+  for k in ("acc_real", "acc_latent", "acc_trn"):
+    assert float(metrics[k]) == pytest.approx(
+        (float(metrics[f"{k}/identity"]) + float(metrics[f"{k}/expression"])) / 2, abs=1e-7)
+
+
 def test_each_group_gets_exactly_its_own_loss_gradient(setup):
   config, models, state, batch = setup
   x = jnp.asarray(batch["image"])
@@ -114,6 +148,8 @@ def test_step_updates_all_groups_and_is_pure(setup):
     assert max(moved) > 0, g
   expected = {"loss_g", "loss_d", "loss_c", "rec", "cls_x", "dis", "cls_trn", "adv_g",
               "wasserstein", "gp", "acc_real", "acc_latent", "acc_trn", "learning_rate"}
+  expected |= {f"{k}/{a}" for k in ("acc_real", "acc_latent", "acc_trn")
+               for a in config.dataset.attributes}
   assert expected <= set(m1)
   assert all(np.isfinite(float(v)) for v in m1.values())
   assert float(m1["learning_rate"]) == pytest.approx(config.optimizer.learning_rate)

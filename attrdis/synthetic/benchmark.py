@@ -1,12 +1,15 @@
-"""Rendering speed and build time of the synthetic faces.
+"""Rendering speed, build time and expression visibility of the synthetic faces.
 
     python -m attrdis.synthetic.benchmark [--image_size=64] [--batch=256] [--seconds=3]
                                           [--config=64px] [--no_build]
+                                          [--visibility_sizes=32,64,128]
 
 Renders on one core (the process is pinned to one CPU; numpy's elementwise kernels are
 single-threaded) and reports images per second of wall time and of CPU time (the latter is
 the more stable figure on a shared machine), then times building a builder config (the
-default, 64px) into a temporary directory.
+default, 64px) into a temporary directory, and prints the share of pixels that an
+expression-only change moves by more than 0.1 (``attrdis.synthetic.visibility``) for each
+expression and intensity at each of ``--visibility_sizes``.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 from attrdis.synthetic import design as design_lib  # noqa: E402
 from attrdis.synthetic import render as render_lib  # noqa: E402
+from attrdis.synthetic import visibility  # noqa: E402
 from attrdis.synthetic.factors import stack  # noqa: E402
 
 
@@ -85,6 +89,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--config", default=design_lib.DEFAULT_CONFIG)
     parser.add_argument("--no_build", action="store_true")
+    parser.add_argument("--visibility_sizes", default="32,64,128",
+                        help="Image sizes of the expression-visibility table ('' for none).")
     args = parser.parse_args(argv)
     r = render_speed(args.image_size, args.batch, args.seconds)
     print(f"render {args.image_size}px, batches of {args.batch}, one core: "
@@ -95,6 +101,22 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"build synthetic_faces/{args.config} ({b['examples']['train']} train + "
               f"{b['examples']['test']} test images, {b['bytes'] / 2**20:.1f} MiB): "
               f"{b['wall_s']:.1f} s wall, {b['cpu_s']:.1f} s CPU", flush=True)
+    sizes = [int(v) for v in args.visibility_sizes.split(",") if v.strip()]
+    if sizes:
+        print(visibility_report(sizes), flush=True)
+
+
+def visibility_report(sizes: Sequence[int], intensities=(0.2, 0.4, 0.6, 0.8, 1.0)) -> str:
+    """The expression-visibility table as text: one row per expression and size."""
+    head = "  ".join(f"{t:>5.1f}" for t in intensities)
+    lines = ["pixels moved by > 0.1 by an expression-only change (share of the image; "
+             "64 random faces), by intensity:",
+             f"{'expression':<10} {'size':>5}  {head}"]
+    for size in sizes:
+        for name, fractions in visibility.visibility_table(size, intensities).items():
+            row = "  ".join(f"{100 * f:>4.1f}%" for f in fractions)
+            lines.append(f"{name:<10} {size:>4}px  {row}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

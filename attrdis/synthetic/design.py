@@ -37,6 +37,11 @@ class Design:
     intensity_levels: int
     repeats: int
     seed: int = 0
+    def intensities(self) -> tuple[float, ...]:
+        """The intensity levels of the non-neutral expressions: l / L for l = 1..L
+        (float32 values)."""
+        L = self.intensity_levels
+        return tuple(float(np.float32(l / L)) for l in range(1, L + 1))
 
     @property
     def num_identities(self) -> int:
@@ -75,10 +80,9 @@ class Design:
         illum, gaze, color = deal(len(ILLUMINATIONS)), deal(len(GAZES)), deal(len(COLORS))
         out = []
         j = 0
-        L = self.intensity_levels
         for e in range(len(EXPRESSIONS)):
-            for level in range(1, L + 1):
-                intensity = 0.0 if e == 0 else float(np.float32(level / L))
+            for level in self.intensities():
+                intensity = 0.0 if e == 0 else level
                 for _ in range(self.repeats):
                     f = Factors(ident, e, intensity, int(illum[j]), int(gaze[j]), int(color[j]))
                     out.append((f"{index:04d}-{j:03d}", index, f))

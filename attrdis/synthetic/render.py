@@ -47,7 +47,7 @@ MIN_SIZE, MAX_SIZE = 16, 256
 F32 = np.float32
 # The face's half height (image units, 1 = half the image) ranges over [_SCALE_MIN, _SCALE_MAX];
 # its centre is at (0, _CY).
-_SCALE_MIN, _SCALE_MAX, _CY = 0.58, 0.66, 0.06
+_SCALE_MIN, _SCALE_MAX, _CY = 0.78, 0.86, 0.08
 
 # --------------------------------------------------------------------------------------
 # Tables
@@ -62,10 +62,10 @@ _EXPR_SCALED = ("corner_dy", "corner_dx", "open", "brow_inner_dy", "brow_outer_d
 _EXPR_TABLE = np.array([
     # cdy    cdx    open  top   sq   teeth  b_in   b_out  eye    lid   cheek
     [0.00,  0.00,  0.00, 0.50, 0.0, 0.00,  0.00,  0.00,  0.00,  0.00, 0.0],  # neutral
-    [-0.11, 0.06,  0.09, 0.10, 0.3, 0.45, -0.02, -0.02, -0.30,  0.00, 1.0],  # smile
-    [0.01, -0.08,  0.20, 0.45, 0.0, 0.00, -0.13, -0.11,  0.50,  0.00, 0.0],  # surprise
-    [0.03,  0.05,  0.13, 0.45, 1.0, 0.35,  0.12, -0.05, -0.25,  0.70, 0.3],  # anger
-    [0.09, -0.03,  0.00, 0.50, 0.0, 0.00, -0.08,  0.06, -0.25, -0.60, 0.0],  # sadness
+    [-0.20, 0.10,  0.22, 0.15, 0.3, 0.80, -0.03, -0.03, -0.35,  0.00, 1.0],  # smile
+    [0.02, -0.10,  0.42, 0.40, 0.0, 0.00, -0.22, -0.20,  0.70,  0.00, 0.0],  # surprise
+    [0.06,  0.04,  0.30, 0.45, 1.0, 0.70,  0.22, -0.08, -0.35,  0.80, 0.2],  # anger
+    [0.30, -0.08,  0.20, 0.80, 0.0, 0.00, -0.24,  0.10, -0.45, -0.80, 0.0],  # sadness
 ], dtype=F32)
 assert _EXPR_TABLE.shape == (len(EXPRESSIONS), len(_EXPR_COLS))
 
@@ -157,7 +157,7 @@ def _decode(batch: FactorBatch) -> dict[str, np.ndarray]:
     d["shirt"] = _palette(q["shirt_hue"], _SHIRTS)
     # Eyes.
     d["eye_color"] = _palette(q["eye_color"], _IRIS)
-    d["ew"] = 0.12 + 0.05 * q["eye_size"]
+    d["ew"] = 0.14 + 0.05 * q["eye_size"]
     d["ex"] = 0.30 + 0.09 * q["eye_spacing"]
     d["ey"] = -0.17 + 0.12 * q["eye_height"]
     d["eh0"] = 0.62 * d["ew"]
@@ -165,7 +165,7 @@ def _decode(batch: FactorBatch) -> dict[str, np.ndarray]:
     d["lid_slant"] = e["lid_slant"]
     d["gaze_dx"] = _GAZE_DX[np.asarray(batch.gaze, np.int64)] * 0.5 * d["ew"]
     # Brows (centre line at the inner and outer ends).
-    d["brow_th"] = 0.028 + 0.03 * q["brow_thickness"]
+    d["brow_th"] = 0.045 + 0.035 * q["brow_thickness"]
     base = d["ey"] - d["eh0"] - (0.07 + 0.08 * q["brow_height"])
     d["brow_inner_y"] = base + e["brow_inner_dy"]
     d["brow_outer_y"] = base + 0.01 + e["brow_outer_dy"]
@@ -173,13 +173,13 @@ def _decode(batch: FactorBatch) -> dict[str, np.ndarray]:
     d["brow_outer_x"] = d["ex"] + 1.2 * d["ew"]
     d["brow_color"] = (d["hair"] * 0.65).astype(F32)
     # The hairline stays above the (neutral) brows.
-    d["hairline"] = base - 0.20 - 0.26 * (1 - q["hairline"])
+    d["hairline"] = base - 0.28 - 0.22 * (1 - q["hairline"])
     d["hair_tilt"] = (q["hair_part"] - 0.5) * 0.16
     # Nose.
     d["nose_y"] = 0.10 + 0.16 * q["nose_length"]
     d["nose_w"] = 0.055 + 0.05 * q["nose_width"]
     # Mouth (additive deformations: corners at (+-mw, my + corner_dy)).
-    d["mw0"] = 0.19 + 0.09 * q["mouth_width"]
+    d["mw0"] = 0.24 + 0.08 * q["mouth_width"]
     d["mw"] = d["mw0"] + e["corner_dx"]
     d["my"] = d["nose_y"] + 0.17 + 0.10 * q["mouth_height"]
     d["corner_dy"] = e["corner_dy"]
@@ -236,15 +236,15 @@ def landmarks(factors) -> dict[str, np.ndarray]:
 # Windows: conservative boxes (in face units) around everything a group of layers can
 # draw, for any factors (a test checks them against full-frame rendering).
 _BOXES = {          # (x_lo, x_hi, y_lo, y_hi) in face units
-    "shirt": (-9.0, 9.0, 1.18, 9.0),
+    "shirt": (-9.0, 9.0, 0.93, 9.0),
     "neck": (-0.36, 0.36, 0.43, 9.0),
     "hair": (-1.16, 1.16, -1.30, 1.32),
     "ears": (-1.00, 1.00, -0.24, 0.28),
     "face": (-0.88, 0.88, -1.02, 1.02),
-    "brows": (-0.68, 0.68, -0.72, 0.04),
-    "eyes": (-0.60, 0.60, -0.40, 0.17),
+    "brows": (-0.75, 0.75, -0.90, 0.04),
+    "eyes": (-0.66, 0.66, -0.50, 0.25),
     "cheeks": (-0.66, 0.66, -0.01, 0.38),   # nose and blush
-    "mouth": (-0.50, 0.50, 0.04, 0.80),    # mouth and smile lines
+    "mouth": (-0.60, 0.60, -0.02, 0.92),   # mouth and smile lines
 }
 
 
@@ -420,9 +420,9 @@ def _render(batch: FactorBatch, S: int, want_masks: bool, full: bool = False):
     # Shoulders and shirt.
     W = win["shirt"]
     X, Y = W.X, W.Y
-    ush, vsh = X / 1.55, (Y - 1.95) / 0.75
+    ush, vsh = X / 2.0, (Y - 1.70) / 0.75
     f_sh = (np.sqrt(ush * ush + vsh * vsh) - 1) * 0.75
-    body = W.inner(_lambert(*_ellipsoid_normal(X, Y, 0.0, 1.95, 1.6, 0.8, 0.8), light))
+    body = W.inner(_lambert(*_ellipsoid_normal(X, Y, 0.0, 1.70, 2.05, 0.8, 0.8), light))
     cv.layer(W, d["shirt"], W.cov(f_sh), body)
 
     # Neck (a cylinder, shadowed under the jaw).

@@ -22,6 +22,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from attrdis import compilation_cache
 from attrdis import errors
 
 FLAGS = flags.FLAGS
@@ -38,6 +39,7 @@ flags.DEFINE_integer("num_processes", None, "Number of processes (jax.distribute
                      lower_bound=1)
 flags.DEFINE_integer("process_id", None, "This process' id, 0..num_processes-1.",
                      lower_bound=0)
+flags.DEFINE_string("compilation_cache", None, compilation_cache.FLAG_HELP)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -81,6 +83,7 @@ def main(argv):
     from attrdis import configuration  # pylint: disable=g-import-not-at-top
     configuration.validate(config)  # before the slow imports and jax.distributed
     init_distributed()
+    compilation_cache.enable(FLAGS.compilation_cache)
     from attrdis import train  # pylint: disable=g-import-not-at-top
     train.train_and_evaluate(config, FLAGS.workdir)
 

@@ -40,6 +40,7 @@ import jax.numpy as jnp
 from ml_collections import config_flags
 import numpy as np
 
+from attrdis import compilation_cache
 from attrdis import configuration
 from attrdis import train_state as ts
 from attrdis import train_step as step_lib
@@ -54,6 +55,7 @@ _WINDOW = flags.DEFINE_integer(
 _NUM_CLASSES = flags.DEFINE_list(
     "num_classes", None, "Classes per attribute (defaults: the dataset's known label counts).")
 _DEVICES = flags.DEFINE_integer("devices", 0, "Devices to use (0: all).")
+_COMPILATION_CACHE = flags.DEFINE_string("compilation_cache", None, compilation_cache.FLAG_HELP)
 _PEAK = flags.DEFINE_bool("peak", True, "Measure the peak FLOP/s with a matmul (for MFU).")
 _MATMUL_SIZE = flags.DEFINE_integer("matmul_size", 0,
                                     "Side of the peak matmul (0: 2048 on CPU, 8192 elsewhere).")
@@ -552,6 +554,7 @@ def main(argv):
   config = _CONFIG.value
   if config is None:
     raise app.UsageError("--config is required, e.g. --config=configs/multipie.py")
+  compilation_cache.enable(_COMPILATION_CACHE.value)
   devices = jax.devices()
   if _DEVICES.value:
     devices = devices[:_DEVICES.value]

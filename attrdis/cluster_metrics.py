@@ -1,4 +1,4 @@
-"""Cluster-structure and classifier-entropy metrics of the evaluation (DESIGN.md §4).
+"""Cluster-structure and classifier-entropy metrics of the evaluation (docs/design.md §4).
 
 * :func:`hopkins_statistic` — H = Σu / (Σu + Σw) (Table III): u = distance from a uniform
   random point in the data's bounding box to its nearest data point; w = distance from a
@@ -100,7 +100,7 @@ def hopkins_from_samples(x, uniform, idx, return_distances: bool = False):
 
 
 def hopkins_statistic(x, key=0, sample_fraction: float = 0.1) -> float:
-  """Hopkins statistic of points x (n, ...) (flattened per point), DESIGN.md §4.
+  """Hopkins statistic of points x (n, ...) (flattened per point), docs/design.md §4.3.
 
   ``key``: a jax PRNG key or an int seed; the result is a deterministic function of it.
   Returns NaN when all points coincide (then every distance is 0).

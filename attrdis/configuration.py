@@ -23,7 +23,8 @@ class ConfigError(ValueError):
 
 
 def base_config() -> ml_collections.ConfigDict:
-  """The paper's settings (DESIGN.md §1–2): 128 px, batch 16, Adam 1e-4/0.5/0.999, 75 epochs."""
+  """The paper's settings (docs/design.md §1–2): 128 px, batch 16, Adam 1e-4/0.5/0.999,
+  75 epochs."""
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.image_size = 128

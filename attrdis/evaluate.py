@@ -1,4 +1,4 @@
-"""The evaluator (issue 6; DESIGN.md §4, the paper's §IV): every metric that applies.
+"""The evaluator (docs/design.md §4, the paper's §IV): every metric that applies.
 
     python -m attrdis.evaluate --workdir=W [--step=N] [--fid_weights=FILE] [--out=FILE]
         [--transfer=mean_code|reference] [--num_pairs=256] [--batch_size=64]
@@ -75,6 +75,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from attrdis import checkpoints
 from attrdis import cluster_metrics
+from attrdis import compilation_cache
+from attrdis import errors
 from attrdis import eval_classifier as ec
 from attrdis import images as images_lib
 from attrdis import input_pipeline
@@ -324,6 +326,30 @@ def ground_truth_errors(pred, truth, source, target, name: str) -> dict[str, flo
     out[f"gt/{name}/l1{label}"] = float(l1.mean())
     out[f"gt/{name}/psnr{label}"] = float(psnr.mean())
   out[f"gt/{name}/skill"] = skill(out[f"gt/{name}/l1"], out[f"gt/{name}/l1_source"])
+  out.update(changed_region_errors(pred, truth, source, name))
+  return out
+
+
+CHANGED = 0.1  # a pixel "changes" when a channel of the true transfer leaves the source by more
+
+
+def changed_region_errors(pred, truth, source, name: str) -> dict[str, float]:
+  """The errors where the true transfer differs from the source (some channel by more than
+  ``CHANGED`` in [0, 1] units), pooled over the images: ``gt/<name>/l1_changed`` (the
+  transfer), ``l1_changed_source`` (returning the source), ``skill_changed`` (1 − their
+  ratio) and ``changed_fraction`` (the pixels' share). A small change (an expression moves
+  ~5 % of the pixels) is swamped in the whole-image L1 by the reconstruction error elsewhere;
+  here only the pixels that should move count."""
+  pred, truth, source = (to_unit(a) for a in (pred, truth, source))
+  mask = np.max(np.abs(truth - source), axis=-1) > CHANGED  # (n, H, W)
+  out = {f"gt/{name}/changed_fraction": float(mask.mean())}
+  if not mask.any():
+    return out
+  err = np.mean(np.abs(pred - truth), axis=-1)[mask].mean()
+  err_source = np.mean(np.abs(source - truth), axis=-1)[mask].mean()
+  out[f"gt/{name}/l1_changed"] = float(err)
+  out[f"gt/{name}/l1_changed_source"] = float(err_source)
+  out[f"gt/{name}/skill_changed"] = skill(float(err), float(err_source))
   return out
 
 
@@ -926,21 +952,21 @@ class Evaluator:
         accs = transfer_accuracy(truth_read if ref is None else read(images), src_labels,
                                  tgt_labels, names, prefix, truth_read=ref)
         self.metrics.update(accs)
+        for key in ("acc_transferred", "acc_kept", "acc_transferred_readable",
+                    "acc_kept_readable"):
+          if prefix + key in accs:
+            summary.setdefault(("truth_" if ref is None else "") + key, []).append(
+                accs[prefix + key])
       for b, ratio in of_ceiling(self.metrics, f"transfer/{name}/").items():
         self.metrics[f"transfer/{name}/of_ceiling/{b}"] = ratio
         kind = "transferred" if b in names else "kept"
         summary.setdefault(f"of_ceiling_{kind}_min", []).append(ratio)
-        for key in ("acc_transferred", "acc_kept", "acc_transferred_readable",
-                    "acc_kept_readable"):
-          if prefix + key in accs:
-            summary.setdefault(("truth_" if "truth_" in prefix else "") + key, []).append(
-                accs[prefix + key])
       r = min(3, len(src))  # one row per set: (source, target, transfer, truth) x 3 pairs
       grids.append(np.stack([real[src[:r]], real[tgt[:r]], pred[:r], truth[:r]],
                             axis=1).reshape((1, 4 * r) + pred.shape[1:]))
       self.progress(f"ground truth: {name} done ({len(src)} pairs)")
     for key, values in summary.items():
-      group = "gt" if key.startswith(("l1", "psnr", "skill")) else "transfer"
+      group = "gt" if key.startswith(("l1", "psnr", "skill", "changed")) else "transfer"
       reduce = np.min if key.endswith("_min") else np.mean
       self.metrics[f"{group}/all/{key}"] = float(reduce(values))
     self._intensity(render, factors, enc, read, stored, size)
@@ -1013,7 +1039,10 @@ class Evaluator:
     train_codes = encode_split(self.models, self.params, train.images, train_labels,
                                self.options.batch_size).codes
     enc = self.encode()
-    for z, code_train, code_test in zip(self.code_names, train_codes, enc.codes):
+    for i, (z, code_train, code_test) in enumerate(zip(self.code_names, train_codes,
+                                                      enc.codes)):
+      self.progress(f"linear probes: z_{z} ({i + 1}/{len(self.code_names)}), "
+                    f"{code_train[0].size} features")
       for a in probed:
         m = self.attributes.index(a)
         predict = fit_linear_probe(code_train, train.labels[a], self.num_classes[m],
@@ -1225,6 +1254,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--data_dir", default=None,
                  help="Where the prepared dataset is, if not where training found it.")
   p.add_argument("--no_images", action="store_true", help="Write no PNGs.")
+  p.add_argument("--compilation_cache", default=None, help=compilation_cache.FLAG_HELP)
   return p
 
 
@@ -1238,6 +1268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
   try:
     args = build_parser().parse_args(argv)
+    compilation_cache.enable(args.compilation_cache)
     options = Options(transfer=args.transfer, fid_weights=args.fid_weights,
                       num_pairs=args.num_pairs, batch_size=args.batch_size,
                       hopkins_draws=args.hopkins_draws, classifier_steps=args.classifier_steps,
@@ -1245,7 +1276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       classifier_dir=args.classifier_dir)
     result = evaluate(args.workdir, args.step, options, args.out, args.data_dir, progress)
   except (EvaluationError, ConfigError, checkpoints.CheckpointError,
-          ec.EvalClassifierError) as e:
+          ec.EvalClassifierError, errors.InputError) as e:
     logging.flush()
     print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
     return 2

@@ -1,4 +1,4 @@
-"""Fréchet Inception Distance, as pytorch-fid computes it, in JAX (DESIGN.md §4).
+"""Fréchet Inception Distance, as pytorch-fid computes it, in JAX (docs/design.md §4.5).
 
 Library:
 

@@ -1,6 +1,6 @@
 """The FID Inception-V3 (pool3 features) in Flax linen, and a torch-free .pth loader.
 
-This is the network that pytorch-fid uses for FID (DESIGN.md §4): torchvision's Inception-V3
+This is the network that pytorch-fid uses for FID (docs/design.md §4.5): torchvision's Inception-V3
 layout with pytorch-fid's patched blocks (``FIDInceptionA/C/E_1/E_2``: the 3×3 average pools
 exclude the zero padding from the mean, and the last block uses a 3×3 max pool), the weights
 ported from the 2015-12-05 TensorFlow graph (``pt_inception-2015-12-05-6726825d.pth``).

@@ -1,4 +1,4 @@
-"""Each loss of DESIGN.md §2 as a small pure function (weights λ are applied by the step).
+"""Each loss of docs/design.md §2.2 as a small pure function (weights λ are applied by the step).
 
 Conventions: logits are (b, classes) float32; labels are int (b,); codes are
 ``[z_1, ..., z_M, z_0]``; ``latent_logits[k][m]`` is C_{m+1} applied to code k through its

@@ -1,4 +1,4 @@
-"""The networks of the paper (DESIGN.md §1), as Flax linen modules, NHWC.
+"""The networks of the paper (docs/design.md §1), as Flax linen modules, NHWC.
 
 Three parameter groups, each its own module so that each has its own optimizer:
 

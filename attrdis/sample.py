@@ -41,6 +41,7 @@ from absl import logging
 import numpy as np
 
 from attrdis import checkpoints
+from attrdis import compilation_cache
 from attrdis import errors
 from attrdis import image_io
 from attrdis import images as images_lib
@@ -97,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--batch_size", type=int, default=32, help="Images per jitted batch (default 32).")
   p.add_argument("--data_dir", default=None,
                  help="Where the dataset is prepared, if not where the config says.")
+  p.add_argument("--compilation_cache", default=None, help=compilation_cache.FLAG_HELP)
   return p
 
 
@@ -396,7 +398,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else list(argv)
   logging.set_verbosity(logging.INFO)
   try:
-    run(build_parser().parse_args(argv))
+    args = build_parser().parse_args(argv)
+    compilation_cache.enable(args.compilation_cache)
+    run(args)
   except UsageError as e:
     return _fail(str(e), errors.EXIT_USAGE)
   except KeyboardInterrupt:

@@ -1,4 +1,4 @@
-"""One training iteration (DESIGN.md §2) as one pure function, jitted data-parallel.
+"""One training iteration (docs/design.md §2) as one pure function, jitted data-parallel.
 
 All three gradients are taken at the same parameters from one forward pass: the losses
 are summed into one scalar in which each parameter group sees only its own loss

@@ -29,6 +29,12 @@ ROWS = [
     ("  illumination only ↑", "gt/illumination/skill", F3),
     ("  gaze only ↑", "gt/gaze/skill", F3),
     ("  colour only ↑", "gt/color/skill", F3),
+    ("Skill where the truth leaves the source, mean over sets ↑", "gt/all/skill_changed", F3),
+    ("  identity only ↑", "gt/identity/skill_changed", F3),
+    ("  expression only ↑", "gt/expression/skill_changed", F3),
+    ("  illumination only ↑", "gt/illumination/skill_changed", F3),
+    ("  gaze only ↑", "gt/gaze/skill_changed", F3),
+    ("  colour only ↑", "gt/color/skill_changed", F3),
     ("Transferred attributes read as the target's ↑", "transfer/all/acc_transferred", PCT),
     ("Kept attributes read as the source's ↑", "transfer/all/acc_kept", PCT),
     ("  identity transferred ↑", "transfer/identity/acc/identity", PCT),
@@ -100,11 +106,16 @@ def main(argv):
     return 2
   columns = []
   for arg in argv[1:]:
-    name, paths = arg.split("=", 1)
+    name, paths = arg.rsplit("=", 1)  # a name may hold "=" ("λ_dis = 1=a.json")
     runs = []
     for path in paths.split(","):
-      with open(path) as f:
-        runs.append(json.load(f)["metrics"])
+      try:
+        with open(path) as f:
+          runs.append(json.load(f)["metrics"])
+      except (OSError, ValueError, KeyError) as e:
+        print(f"error: {path}: not an evaluator JSON ({type(e).__name__}: {e})",
+              file=sys.stderr)
+        return 1
     columns.append((name, runs))
   print(table(columns))
   return 0

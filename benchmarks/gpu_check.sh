@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One-shot GPU check (issue 8): the attrdis train step at the paper's size (configs/multipie.py,
+# One-shot GPU check: the attrdis train step at the paper's size (configs/multipie.py,
 # 128 px, batch 16, M = 3) in float32 and bfloat16, the PyTorch peer at 128 px (float32 and
 # --bf16), then the evaluator and the input pipeline. Every part has its own timeout and the
 # whole script a deadline (GPU_CHECK_BUDGET_S, default 330 s): a part that fails or times out

@@ -1,4 +1,4 @@
-"""Hopkins statistic and classifier-entropy helpers (DESIGN.md §4)."""
+"""Hopkins statistic and classifier-entropy helpers (docs/design.md §4.2–4.3)."""
 
 from __future__ import annotations
 

@@ -20,12 +20,42 @@ def test_single_runs_and_seed_columns(tmp_path, capsys):
     paths.append(str(tmp_path / f"{i}.json"))
     with open(paths[-1], "w") as f:
       json.dump({"metrics": m}, f)
-  assert eval_table.main(["x", f"one={paths[0]}", f"seeds={','.join(paths)}"]) == 0
+  assert eval_table.main(["x", f"λ = 1={paths[0]}", f"seeds={','.join(paths)}"]) == 0
   out = capsys.readouterr().out.splitlines()
-  assert out[0] == "| metric | one | seeds |"
+  assert out[0] == "| metric | λ = 1 | seeds |"
   psnr = next(l for l in out if l.startswith("| Reconstruction PSNR"))
   mean, std = np.mean([30.0, 31.0, 35.0]), np.std([30.0, 31.0, 35.0])
   assert psnr.split(" | ")[1:] == ["30.00", f"{mean:.2f} ± {std:.2f} |"]
   assert any(l.startswith("| *Return the source: L1* | 0.0800 | 0.0800 |") for l in out)
   # Metrics no run has are left out.
   assert not any("Hopkins" in l for l in out)
+  assert eval_table.main(["x", f"a={tmp_path / 'missing.json'}"]) == 1
+  assert "missing.json: not an evaluator JSON" in capsys.readouterr().err
+
+
+_CPATH = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "curves.py")
+_cspec = importlib.util.spec_from_file_location("curves", _CPATH)
+curves = importlib.util.module_from_spec(_cspec)
+_cspec.loader.exec_module(curves)
+
+
+def test_curves_table_from_metrics_jsonl(tmp_path, capsys):
+  rows = {"a": [{"step": 50, "rec": 1.0}, {"step": 100, "eval/recon/psnr": 20.5},
+                {"step": 200, "eval/recon/psnr": 22.25}, {"step": 200, "eval/recon/psnr": 23.0}],
+          "b": [{"step": 100, "eval/recon/psnr": 25.0}, {"step": 150, "eval/recon/psnr": 26.0}]}
+  for name, rs in rows.items():
+    (tmp_path / name).mkdir()
+    with open(tmp_path / name / "metrics.jsonl", "w") as f:
+      f.writelines(json.dumps(r) + "\n" for r in rs)
+  args = ["eval/recon/psnr", f"A={tmp_path / 'a'}", f"B={tmp_path / 'b'}"]
+  assert curves.main(args) == 0
+  out = capsys.readouterr().out.splitlines()
+  # Steps without the metric (50) are left out; the last row of a step wins (200: 23.0).
+  assert out == ["| step | A | B |", "|---|---|---|", "| 100 | 20.5 | 25 |", "| 150 |  | 26 |",
+                 "| 200 | 23 |  |"]
+  assert curves.main(args + ["--every=100"]) == 0
+  assert [l.split(" |")[0] for l in capsys.readouterr().out.splitlines()[2:]] == ["| 100", "| 200"]
+  assert curves.main(["nope", f"A={tmp_path / 'a'}"]) == 1
+  assert "no run logged 'nope'" in capsys.readouterr().err
+  assert curves.main(["x", f"A={tmp_path / 'missing'}"]) == 1
+  assert "no metrics.jsonl" in capsys.readouterr().err

@@ -125,6 +125,22 @@ def test_skill_and_ceiling_ratio_by_hand():
   out = ev.ground_truth_errors(pred, truth, src, src, "a")
   assert out["gt/a/skill"] == pytest.approx(0.75, rel=1e-5)
   assert out["gt/a/l1"] == pytest.approx(0.25 * out["gt/a/l1_source"], rel=1e-5)
+  # Changed region: the truth leaves the source on one pixel of one image only; there the
+  # transfer moves half way, elsewhere it adds an error of 0.05 that the source does not have.
+  src = np.zeros((2, 2, 2, 3), np.float32)
+  truth = src.copy()
+  truth[1, 0, 1] = [0.8, 0.0, 0.0]  # [-1, 1] units: 0.4 in [0, 1] on channel 0
+  pred = truth + 0.1  # 0.05 in [0, 1] everywhere
+  pred[1, 0, 1] = [0.4, 0.0, 0.0]
+  out = ev.ground_truth_errors(pred, truth, src, src, "b")
+  assert out["gt/b/changed_fraction"] == pytest.approx(1 / 8)
+  assert out["gt/b/l1_changed_source"] == pytest.approx(0.4 / 3, rel=1e-6)
+  assert out["gt/b/l1_changed"] == pytest.approx(0.2 / 3, rel=1e-6)
+  assert out["gt/b/skill_changed"] == pytest.approx(0.5, rel=1e-5)
+  assert out["gt/b/skill"] < 0  # the whole image: worse than the source
+  # Nothing changes: no changed-region errors.
+  same = ev.ground_truth_errors(src + 0.1, src, src, src, "c")
+  assert same["gt/c/changed_fraction"] == 0.0 and "gt/c/skill_changed" not in same
   metrics = {"transfer/s/acc/b": 0.45, "transfer/s/truth_acc/b": 0.9,
              "transfer/s/acc/c": 0.5, "transfer/s/truth_acc/c": 0.0,
              "transfer/s/acc_kept": 0.3}
@@ -315,6 +331,19 @@ def test_command_writes_every_metric(evaluated, workdir):
       if f"transfer/{s}/truth_acc/{b}" in m and m[f"transfer/{s}/truth_acc/{b}"] > 0:
         assert m[f"transfer/{s}/of_ceiling/{b}"] == pytest.approx(
             m[f"transfer/{s}/acc/{b}"] / m[f"transfer/{s}/truth_acc/{b}"])
+  # The "all" rows: means over the sets (minimum for the _min rows).
+  sets = [k.split("/")[1] for k in m if k.startswith("gt/") and k.endswith("/skill")
+          and not k.startswith("gt/all/")]
+  assert len(sets) == 6
+  for key in ("acc_transferred", "acc_kept", "truth_acc_transferred", "truth_acc_kept"):
+    assert m[f"transfer/all/{key}"] == pytest.approx(
+        np.mean([m[f"transfer/{s}/{key}"] for s in sets if f"transfer/{s}/{key}" in m]))
+  for key in ("l1", "skill", "changed_fraction"):
+    assert m[f"gt/all/{key}"] == pytest.approx(np.mean([m[f"gt/{s}/{key}"] for s in sets]))
+  ratios = [v for k, v in m.items() if "/of_ceiling/" in k]
+  assert m["transfer/all/of_ceiling_transferred_min"] >= min(ratios) - 1e-12
+  assert min(m["transfer/all/of_ceiling_transferred_min"],
+             m["transfer/all/of_ceiling_kept_min"]) == pytest.approx(min(ratios))
   assert -1 <= m["intensity/corr"] <= 1 and -1 <= m["intensity/corr_truth"] <= 1
   for a in ("expression", "illumination"):
     for z in codes:

@@ -1,4 +1,5 @@
-"""Shapes, structure and parameter counts of the networks against DESIGN.md §1 / Tables I–II."""
+"""Shapes, structure and parameter counts of the networks against docs/design.md §1 and
+the paper's Tables I–II."""
 
 import jax
 import jax.numpy as jnp

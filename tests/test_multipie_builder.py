@@ -13,7 +13,7 @@ from attrdis import vendor_data
 from attrdis_datasets.multipie import multipie_dataset_builder as mp
 import vendor_fixtures as vf
 
-# The vendor's protocol (DESIGN.md §3), written out again here on purpose.
+# The vendor's protocol (docs/design.md §3.2), written out again here on purpose.
 EXPECTED_EXPRESSION = {
     (1, 1): "neutral", (2, 1): "neutral", (3, 1): "neutral", (4, 1): "neutral",
     (4, 2): "neutral", (1, 2): "smile", (3, 2): "smile", (2, 2): "surprise", (2, 3): "squint",

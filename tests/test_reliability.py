@@ -1,4 +1,4 @@
-"""Reliability (issue 7): preemption, atomic checkpoints, non-finite losses, several
+"""Reliability: preemption, atomic checkpoints, non-finite losses, several
 processes, full disks and hostile inputs, through run_train.py in subprocesses.
 
 Compiles dominate, so every training subprocess shares one persistent XLA compilation

@@ -1,5 +1,5 @@
 """run_train.py trains on each licensed database's builder, from a fixture folder named as
-the vendor names its files (issue 4: prepared on first use from config.dataset.manual_dir)."""
+the vendor names its files (prepared on first use from config.dataset.manual_dir)."""
 
 import json
 import os

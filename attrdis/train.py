@@ -194,7 +194,10 @@ def compile_train_step(models, config, mesh, schedule, state, num_attributes):
            "label": jax.ShapeDtypeStruct((b, num_attributes), np.int32,
                                          sharding=data_sharding)}
   jitted = step_lib.jit_train_step(models, config, mesh, schedule)
+  t0 = time.perf_counter()
   compiled = jitted.lower(state, batch).compile()
+  logging.info("Train step lowered and compiled in %.1f s (persistent compilation cache: %s).",
+               time.perf_counter() - t0, jax.config.jax_compilation_cache_dir or "off")
   if jax.process_count() > 1:
     import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
     ocp.multihost.sync_global_processes("attrdis_train_step_compiled", timeout=3600,

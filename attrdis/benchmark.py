@@ -377,6 +377,8 @@ def benchmark_train(config, num_classes, devices, *, steps: int, warmup: int, wi
       "model": {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.model.items()},
       "trace_s": t1 - t0,
       "compile_s": t2 - t1,
+      # Set: a second run with the same config reads the step from the cache (warm compile_s).
+      "compilation_cache": jax.config.jax_compilation_cache_dir,
       "trace_process_cpu_s": c1 - c0,
       "compile_process_cpu_s": c2 - c1,
       "first_step_s": first_step,

@@ -103,6 +103,9 @@ def test_cli_prints_json():
   assert result["part"] == "train" and result["config"] == "configs/synthetic.py"
   assert result["num_classes"] == [5, 3, 4] and result["image_size"] == 16
   assert result["environment"]["num_devices"] == 2 and result["mfu"] > 0
+  # The command enables the persistent cache where the environment (conftest) points it.
+  assert result["compilation_cache"] == os.path.abspath(os.environ["JAX_COMPILATION_CACHE_DIR"])
+  assert os.path.isdir(result["compilation_cache"])
 
   bad = subprocess.run(cmd[:4] + ["--config.dtype=float16"], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=600)

@@ -81,3 +81,18 @@ def fixture_images(seed: int, n: int, height: int, width: int) -> np.ndarray:
     out[i] = img
   out = (out - out.min()) / (out.max() - out.min())
   return np.round(out * 255).astype(np.uint8)
+
+
+def save_weights_npz(path) -> None:
+  """The stand-in weights for every tensor of the FID Inception port, as the ``.npz`` state
+  dict that ``python -m attrdis.fid --weights`` reads."""
+  from attrdis import inception  # pylint: disable=g-import-not-at-top  (module stays numpy-only)
+  np.savez(path, **fixture_state_dict(inception.state_dict_spec()))
+
+
+def run_fid_command(capsys, *argv):
+  """``python -m attrdis.fid ARGV`` in this process: (exit status, stdout, stderr)."""
+  from attrdis import fid  # pylint: disable=g-import-not-at-top
+  rc = fid.main([str(a) for a in argv])
+  out, err = capsys.readouterr()
+  return rc, out, err

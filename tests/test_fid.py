@@ -189,15 +189,11 @@ def setup(tmp_path_factory, ref):
     (root / s).mkdir()
     for i, img in enumerate(ref[f"images_{s}"][:2]):
       Image.fromarray(img).save(root / s / f"img_{i:02d}.png")
-  sd = fid_fixture_weights.fixture_state_dict(inception.state_dict_spec())
-  np.savez(root / "weights.npz", **sd)
+  fid_fixture_weights.save_weights_npz(root / "weights.npz")
   return root
 
 
-def _run(capsys, *argv):
-  rc = fid.main([str(a) for a in argv])
-  out, err = capsys.readouterr()
-  return rc, out, err
+_run = fid_fixture_weights.run_fid_command
 
 
 def test_cli_matches_pytorch_fid_end_to_end(setup, ref, capsys, tmp_path):

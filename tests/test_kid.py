@@ -11,7 +11,6 @@ import pytest
 
 import fid_fixture_weights
 from attrdis import fid
-from attrdis import inception
 
 EPS = np.finfo(np.float64).eps
 
@@ -133,15 +132,11 @@ def folders(tmp_path_factory):
     for i in range(n):
       img = rng.integers(0, 256, (24, 20, 3), dtype=np.uint8)
       Image.fromarray(img).save(root / name / f"{i}.png")
-  sd = fid_fixture_weights.fixture_state_dict(inception.state_dict_spec())
-  np.savez(root / "weights.npz", **sd)
+  fid_fixture_weights.save_weights_npz(root / "weights.npz")
   return root
 
 
-def _run(capsys, *argv):
-  rc = fid.main([str(a) for a in argv])
-  out, err = capsys.readouterr()
-  return rc, out, err
+_run = fid_fixture_weights.run_fid_command
 
 
 def test_cli_prints_fid_and_kid_from_the_same_features(folders, capsys, tmp_path):

@@ -9,7 +9,8 @@ then the Hopkins statistic of the expression codes within each expression cluste
     python -m attrdis.ablation --config=configs/ablation.py --workdir=W [--config.X=...]
 
 writes ``W/ablation.json`` (``{"metrics", "settings"}``) and ``W/ablation_embeddings.png``
-and prints the table. Metrics per run (prefix ``dis_<λ>/``): ``hopkins/<class>`` (mean over
+and prints the table (``--help``: the flags; an error is one ``error: ...`` line, status 1,
+or 2 for a bad command line). Metrics per run (prefix ``dis_<λ>/``): ``hopkins/<class>`` (mean over
 draws) and ``..._std``, ``hopkins/mean``; ``latent_acc/C_<m>/z_<k>`` and
 ``entropy/C_<m>/z_<k>`` (every head on every code); ``hopkins_<embedding>/<class>`` (the
 Hopkins statistic of the 2-D embedding drawn in the PNG, per expression cluster: Fig. 4's
@@ -31,27 +32,31 @@ import sys
 import time
 from typing import Callable, Sequence
 
-from absl import app
 from absl import flags
 from absl import logging
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+from ml_collections import config_flags
 import numpy as np
 import optax
 
+from attrdis import cli
 from attrdis import cluster_metrics
-from attrdis import eval_classifier as ec
-from attrdis import evaluate as ev
 from attrdis import input_pipeline
 from attrdis.configuration import ConfigError
+from attrdis.evaluation import clustering
+from attrdis.evaluation import leakage
+from attrdis.evaluation import networks
+from attrdis.evaluation import plots
 
 CLASSIFIER_TRAINING = ("images", "joint")
 
 
 class ShallowEncoder(nn.Module):
   """flatten → dense(hidden) → ReLU → dense(code_dim)."""
+
   hidden: int
   code_dim: int
 
@@ -65,6 +70,7 @@ class AblationNet(nn.Module):
   """M shallow encoders E_m, M heads (dense |m| logits on a code: C_m's latent entry) and,
   for ``classifier_training='images'``, M shallow image paths whose output enters the same
   heads (C_m(x) = head_m(F_m(x)), as the full model's classifiers)."""
+
   num_classes: tuple[int, ...]
   hidden: int
   code_dim: int
@@ -109,8 +115,10 @@ def disentanglement_loss(latent_logits):
   m = len(latent_logits)
   if m < 2:
     return jnp.zeros(())
-  terms = [sum(uniform_cross_entropy(latent_logits[k][j]) for j in range(m) if j != k)
-           / (m - 1) for k in range(m)]
+  terms = [
+    sum(uniform_cross_entropy(latent_logits[k][j]) for j in range(m) if j != k) / (m - 1)
+    for k in range(m)
+  ]
   return sum(terms) / m
 
 
@@ -124,8 +132,10 @@ def make_train_step(net: AblationNet, tx, dis_weight: float, classifier_training
   """One jitted update of all params. 'images': encoders by Eq. 10 through heads they do not
   move, heads + image paths by L_cls^c; 'joint': everything by Eq. 10."""
   if classifier_training not in CLASSIFIER_TRAINING:
-    raise ConfigError(f"config.classifier_training={classifier_training!r}: choose one of "
-                      f"{', '.join(CLASSIFIER_TRAINING)}.")
+    raise ConfigError(
+      f"config.classifier_training={classifier_training!r}: choose one of "
+      f"{', '.join(CLASSIFIER_TRAINING)}."
+    )
 
   def losses(params, x, y):
     if classifier_training == "images":
@@ -158,8 +168,9 @@ def _codes_and_logits(net, params, x):
   return codes, [net.apply({"params": params}, z, method="latent") for z in codes]
 
 
-def train_one(config, train_split: ec.SplitArrays, dis_weight: float,
-              progress: Callable[[str], None]):
+def train_one(
+  config, train_split: networks.SplitArrays, dis_weight: float, progress: Callable[[str], None]
+):
   """Trains one AblationNet; returns (net, params)."""
   attributes = tuple(config.dataset.attributes)
   num_classes = tuple(len(train_split.class_names[a]) for a in attributes)
@@ -180,44 +191,56 @@ def train_one(config, train_split: ec.SplitArrays, dis_weight: float,
   for i in range(1, steps + 1):
     if at + b > n:
       order, at = rng.permutation(n), 0
-    idx = order[at:at + b]
+    idx = order[at : at + b]
     at += b
-    params, opt_state, m = step_fn(params, opt_state, jnp.asarray(ec.to_float(images[idx])),
-                                   jnp.asarray(labels[idx]))
+    x = jnp.asarray(networks.to_float(images[idx]))
+    params, opt_state, m = step_fn(params, opt_state, x, jnp.asarray(labels[idx]))
     if i % max(1, steps // 5) == 0 or i == steps:
-      progress(f"λ_dis={dis_weight:g}: step {i}/{steps} cls_x={float(m['cls_x']):.3f} "
-               f"dis={float(m['dis']):.3f} cls_c={float(m['cls_c']):.3f} "
-               f"({i / max(time.time() - t0, 1e-9):.0f} steps/s)")
+      progress(
+        f"λ_dis={dis_weight:g}: step {i}/{steps} cls_x={float(m['cls_x']):.3f} "
+        f"dis={float(m['dis']):.3f} cls_c={float(m['cls_c']):.3f} "
+        f"({i / max(time.time() - t0, 1e-9):.0f} steps/s)"
+      )
   return net, params
 
 
-def evaluate_codes(codes: Sequence[np.ndarray], logits, split: ec.SplitArrays,
-                   attributes: Sequence[str], config) -> dict[str, float]:
+def evaluate_codes(
+  codes: Sequence[np.ndarray],
+  logits,
+  split: networks.SplitArrays,
+  attributes: Sequence[str],
+  config,
+) -> dict[str, float]:
   """The ablation's metrics of one run on a split (see the module docstring)."""
   out: dict[str, float] = {}
   for k, a in enumerate(attributes):
     for m, b in enumerate(attributes):
       l = np.asarray(logits[k][m])
       out[f"latent_acc/C_{b}/z_{a}"] = float(np.mean(np.argmax(l, -1) == split.labels[b]))
-      out[f"entropy/C_{b}/z_{a}"] = float(np.mean(
-          np.asarray(cluster_metrics.entropies(l))))
-    nearest = ev.knn_neighbours(codes[k], 5)
+      out[f"entropy/C_{b}/z_{a}"] = float(np.mean(np.asarray(cluster_metrics.entropies(l))))
+    nearest = leakage.knn_neighbours(codes[k], 5)
     for b in split.labels:  # every label of the split: what else a code carries (identity…)
-      out[f"knn_acc/{b}/z_{a}"] = ev.knn_vote_accuracy(nearest, split.labels[b])
+      out[f"knn_acc/{b}/z_{a}"] = leakage.knn_vote_accuracy(nearest, split.labels[b])
   if "expression" in attributes:
     k = list(attributes).index("expression")
     out.update(hopkins_by_expression(codes[k], split, config, "hopkins"))
   return out
 
 
-def hopkins_by_expression(points: np.ndarray, split: ec.SplitArrays, config,
-                          prefix: str) -> dict[str, float]:
+def hopkins_by_expression(
+  points: np.ndarray, split: networks.SplitArrays, config, prefix: str
+) -> dict[str, float]:
   """``<prefix>/<class>`` (+ ``_std``) and ``<prefix>/mean``: the Hopkins statistic of
   ``points`` within each expression cluster (classes with too few points are left out)."""
   names = split.class_names["expression"]
-  mean, std = ev.hopkins_per_class(points, split.labels["expression"], len(names),
-                                   int(config.hopkins_draws), int(config.seed),
-                                   float(config.hopkins_fraction))
+  mean, std = clustering.hopkins_per_class(
+    points,
+    split.labels["expression"],
+    len(names),
+    int(config.hopkins_draws),
+    int(config.seed),
+    float(config.hopkins_fraction),
+  )
   out = {}
   for c, name in enumerate(names):
     if np.isfinite(mean[c]):
@@ -231,8 +254,9 @@ def run_name(dis_weight: float) -> str:
   return f"dis_{dis_weight:g}"
 
 
-def run(config: ml_collections.ConfigDict, workdir: str,
-        progress: Callable[[str], None] | None = None) -> dict:
+def run(
+  config: ml_collections.ConfigDict, workdir: str, progress: Callable[[str], None] | None = None
+) -> dict:
   """Trains one net per λ_dis, evaluates, writes ``W/ablation.json`` and the PNG; returns
   the JSON's contents plus ``embeddings`` (the 2-D embeddings drawn, by row label)."""
   progress = progress or (lambda s: logging.info("%s", s))
@@ -242,13 +266,15 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   if config.embedding not in ("tsne", "pca"):
     raise ConfigError(f"config.embedding={config.embedding!r}: choose tsne or pca.")
   if config.classifier_training not in CLASSIFIER_TRAINING:
-    raise ConfigError(f"config.classifier_training={config.classifier_training!r}: choose one "
-                      f"of {', '.join(CLASSIFIER_TRAINING)}.")
+    raise ConfigError(
+      f"config.classifier_training={config.classifier_training!r}: choose one "
+      f"of {', '.join(CLASSIFIER_TRAINING)}."
+    )
   t0 = time.time()
   builder, _ = input_pipeline.load(config)
   size = int(config.image_size)
-  train_split = ec.read_split(builder, "train", size, progress)
-  split = ec.read_split(builder, config.eval_split, size, progress)
+  train_split = networks.read_split(builder, "train", size, progress)
+  split = networks.read_split(builder, config.eval_split, size, progress)
   metrics: dict[str, float] = {}
   embeddings, embed_labels = {}, {}
   for w in config.dis_weights:
@@ -256,40 +282,61 @@ def run(config: ml_collections.ConfigDict, workdir: str,
     codes, logits = [], []
     bs = 256
     for start in range(0, len(split), bs):
-      c, l = _codes_and_logits(net, params, jnp.asarray(ec.to_float(split.images[start:start + bs])))
+      x = networks.to_float(split.images[start : start + bs])
+      c, l = _codes_and_logits(net, params, jnp.asarray(x))
       codes.append([np.asarray(z) for z in c])
       logits.append([[np.asarray(x) for x in row] for row in l])
     codes = [np.concatenate([c[k] for c in codes]) for k in range(len(attributes))]
-    logits = [[np.concatenate([l[k][m] for l in logits]) for m in range(len(attributes))]
-              for k in range(len(attributes))]
+    logits = [
+      [np.concatenate([l[k][m] for l in logits]) for m in range(len(attributes))]
+      for k in range(len(attributes))
+    ]
     result = evaluate_codes(codes, logits, split, attributes, config)
     metrics.update({f"{run_name(w)}/{k}": v for k, v in result.items()})
     if "expression" in attributes:
       z = codes[attributes.index("expression")]
       progress(f"λ_dis={w:g}: {config.embedding} of {len(z)} expression codes")
-      emb = (ev.tsne_2d(z, config.tsne_perplexity, int(config.tsne_steps), config.seed)
-             if config.embedding == "tsne" else ev.pca_2d(z))
+      emb = (
+        clustering.tsne_2d(z, config.tsne_perplexity, int(config.tsne_steps), config.seed)
+        if config.embedding == "tsne"
+        else clustering.pca_2d(z)
+      )
       embeddings[f"z_expression, lambda_dis={w:g}"] = emb
       # Table III may have been computed on the 2-D embedding of Fig. 4: both are given.
-      metrics.update(hopkins_by_expression(emb, split, config,
-                                           f"{run_name(w)}/hopkins_{config.embedding}"))
+      metrics.update(
+        hopkins_by_expression(emb, split, config, f"{run_name(w)}/hopkins_{config.embedding}")
+      )
   os.makedirs(workdir, exist_ok=True)
   png = None
   if embeddings:
     embed_labels = {a: split.labels[a] for a in attributes}
     png = os.path.join(workdir, "ablation_embeddings.png")
-    ev.write_embedding_png(png, embeddings, embed_labels,
-                           {a: split.class_names[a] for a in attributes},
-                           title=f"Ablation I: {config.embedding} of the expression codes "
-                                 f"({config.eval_split} split)")
-  settings = {k: (list(v) if isinstance(v, tuple) else v)
-              for k, v in config.to_dict().items() if not isinstance(v, dict)}
-  settings.update({k: {kk: (list(vv) if isinstance(vv, tuple) else vv) for kk, vv in v.items()}
-                   for k, v in config.to_dict().items() if isinstance(v, dict)})
+    plots.write_embedding_png(
+      png,
+      embeddings,
+      embed_labels,
+      {a: split.class_names[a] for a in attributes},
+      title=f"Ablation I: {config.embedding} of the expression codes ({config.eval_split} split)",
+    )
+  settings = {
+    k: (list(v) if isinstance(v, tuple) else v)
+    for k, v in config.to_dict().items()
+    if not isinstance(v, dict)
+  }
+  settings.update(
+    {
+      k: {kk: (list(vv) if isinstance(vv, tuple) else vv) for kk, vv in v.items()}
+      for k, v in config.to_dict().items()
+      if isinstance(v, dict)
+    }
+  )
   settings["device"] = f"{jax.devices()[0].platform}:{jax.devices()[0].device_kind}"
   settings["seconds"] = round(time.time() - t0, 1)
-  result = {"metrics": dict(sorted(metrics.items())), "settings": settings,
-            "images": {"embeddings": png} if png else {}}
+  result = {
+    "metrics": dict(sorted(metrics.items())),
+    "settings": settings,
+    "images": {"embeddings": png} if png else {},
+  }
   with open(os.path.join(workdir, "ablation.json"), "w") as f:
     json.dump(result, f, indent=1)
   result["embeddings"] = embeddings  # not in the JSON: row label → (n, 2)
@@ -302,45 +349,51 @@ def format_table(result: dict, dis_weights: Sequence[float]) -> str:
   m = result["metrics"]
   lines = []
   for group in sorted({k.split("/")[1] for k in m if "/hopkins" in k}):
-    names = sorted({k.split("/")[2] for k in m if f"/{group}/" in k and not k.endswith("_std")},
-                   key=lambda s: (s == "mean", s))
+    names = sorted(
+      {k.split("/")[2] for k in m if f"/{group}/" in k and not k.endswith("_std")},
+      key=lambda s: (s == "mean", s),
+    )
     what = "codes" if group == "hopkins" else group.split("_", 1)[1] + " of the codes"
-    lines.append(f"{'Hopkins, expression ' + what:<28} " + "   ".join(
-        f"λ_dis={w:g}".center(13) for w in dis_weights))
+    lines.append(
+      f"{'Hopkins, expression ' + what:<28} "
+      + "   ".join(f"λ_dis={w:g}".center(13) for w in dis_weights)
+    )
     for name in names:
       cells = []
       for w in dis_weights:
         v = m.get(f"{run_name(w)}/{group}/{name}")
         sd = m.get(f"{run_name(w)}/{group}/{name}_std")
-        cells.append(f"{v:.2f} ± {sd:.2f}" if sd is not None else
-                     (f"{v:.2f}" if v is not None else "-"))
+        cells.append(
+          f"{v:.2f} ± {sd:.2f}" if sd is not None else (f"{v:.2f}" if v is not None else "-")
+        )
       lines.append(f"{name:<28} " + "   ".join(c.center(13) for c in cells))
     lines.append("")
   extra = sorted({k.split("/", 1)[1] for k in m if "/knn_acc/" in k or "/latent_acc/" in k})
   lines.append(f"{'':<40}" + "".join(f"λ_dis={w:g}".rjust(12) for w in dis_weights))
   for key in extra:
-    lines.append(f"{key:<40}" + "".join(f"{m[f'{run_name(w)}/{key}']:12.3f}"
-                                        for w in dis_weights))
+    lines.append(f"{key:<40}" + "".join(f"{m[f'{run_name(w)}/{key}']:12.3f}" for w in dis_weights))
   return "\n".join(lines)
 
 
-FLAGS = flags.FLAGS
+FLAGS = flags.FlagValues()
+flags.DEFINE_string(
+  "workdir", None, "Where ablation.json and the embedding PNG go.", flag_values=FLAGS
+)
+config_flags.DEFINE_config_file(
+  "config", None, "The config file: configs/ablation.py.", flag_values=FLAGS, lock_config=True
+)
+flags.mark_flags_as_required(["config", "workdir"], flag_values=FLAGS)
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  del argv  # no positional arguments (cli.run refuses them)
   logging.set_verbosity(logging.INFO)
   t0 = time.time()
 
   def progress(msg):
     print(f"[ablation {time.time() - t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
-  try:
-    result = run(FLAGS.config, FLAGS.workdir, progress)
-  except ConfigError as e:
-    logging.flush()
-    sys.exit(f"error: {' '.join(str(e).split())}")
+  result = run(FLAGS.config, FLAGS.workdir, progress)
   print(format_table(result, FLAGS.config.dis_weights))
   print(f"wrote {os.path.join(FLAGS.workdir, 'ablation.json')}")
   if result["images"]:
@@ -348,8 +401,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  flags.DEFINE_string("workdir", None, "Where ablation.json and the embedding PNG go.")
-  config_flags.DEFINE_config_file("config", None, "configs/ablation.py", lock_config=True)
-  flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  cli.run(main, FLAGS)

@@ -19,6 +19,10 @@ features and the attribute classifiers, random weights: speed does not depend on
 
 The number of classes per attribute comes from ``--num_classes`` or, for the known datasets,
 from a table (the databases' label counts); M = the number of classes given.
+
+``--help`` lists the flags. An error a user can cause (a config or dataset that cannot be used)
+is printed as ``{"part": ..., "error": ...}`` on stdout (and ``--output``) and as one ``error:``
+line on stderr, with status 1 (2 for a bad command line).
 """
 
 from __future__ import annotations
@@ -32,7 +36,6 @@ import sys
 import time
 from typing import Any, Callable, Sequence
 
-from absl import app
 from absl import flags
 from absl import logging
 import jax
@@ -40,53 +43,82 @@ import jax.numpy as jnp
 from ml_collections import config_flags
 import numpy as np
 
+from attrdis import cli
 from attrdis import compilation_cache
 from attrdis import configuration
+from attrdis import errors
 from attrdis import train_state as ts
 from attrdis import train_step as step_lib
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).",
-                                          lock_config=True)
-_PART = flags.DEFINE_enum("part", "train", ["train", "input", "eval"], "What to measure.")
-_STEPS = flags.DEFINE_integer("steps", 5, "Timed samples.")
-_WARMUP = flags.DEFINE_integer("warmup", 1, "Untimed steps after compilation.")
+FLAGS = flags.FlagValues()
+_CONFIG = config_flags.DEFINE_config_file(
+  "config", None, "Config file (configs/*.py).", flag_values=FLAGS, lock_config=True
+)
+_PART = flags.DEFINE_enum(
+  "part", "train", ["train", "input", "eval"], "What to measure.", flag_values=FLAGS
+)
+_STEPS = flags.DEFINE_integer("steps", 5, "Timed samples.", flag_values=FLAGS)
+_WARMUP = flags.DEFINE_integer("warmup", 1, "Untimed steps after compilation.", flag_values=FLAGS)
 _WINDOW = flags.DEFINE_integer(
-    "window", 0, "Steps dispatched back to back per timed sample (0: 1 on CPU, 10 elsewhere).")
+  "window",
+  0,
+  "Steps dispatched back to back per timed sample (0: 1 on CPU, 10 elsewhere).",
+  flag_values=FLAGS,
+)
 _NUM_CLASSES = flags.DEFINE_list(
-    "num_classes", None, "Classes per attribute (defaults: the dataset's known label counts).")
-_DEVICES = flags.DEFINE_integer("devices", 0, "Devices to use (0: all).")
-_COMPILATION_CACHE = flags.DEFINE_string("compilation_cache", None, compilation_cache.FLAG_HELP)
-_PEAK = flags.DEFINE_bool("peak", True, "Measure the peak FLOP/s with a matmul (for MFU).")
-_MATMUL_SIZE = flags.DEFINE_integer("matmul_size", 0,
-                                    "Side of the peak matmul (0: 2048 on CPU, 8192 elsewhere).")
-_OUTPUT = flags.DEFINE_string("output", "", "Also write the JSON to this file.")
-_PROFILE_DIR = flags.DEFINE_string("profile_dir", "",
-                                   "Write a jax.profiler trace of the timed steps here.")
-_BATCHES = flags.DEFINE_integer("batches", 50, "--part=input: batches timed.")
-_WORKERS = flags.DEFINE_integer("workers", -1,
-                                "--part=input: grain workers (-1: config.dataset.num_workers).")
+  "num_classes",
+  None,
+  "Classes per attribute (defaults: the dataset's known label counts).",
+  flag_values=FLAGS,
+)
+_DEVICES = flags.DEFINE_integer("devices", 0, "Devices to use (0: all).", flag_values=FLAGS)
+_COMPILATION_CACHE = flags.DEFINE_string(
+  "compilation_cache", None, compilation_cache.FLAG_HELP, flag_values=FLAGS
+)
+_PEAK = flags.DEFINE_bool(
+  "peak", True, "Measure the peak FLOP/s with a matmul (for MFU).", flag_values=FLAGS
+)
+_MATMUL_SIZE = flags.DEFINE_integer(
+  "matmul_size", 0, "Side of the peak matmul (0: 2048 on CPU, 8192 elsewhere).", flag_values=FLAGS
+)
+_OUTPUT = flags.DEFINE_string("output", "", "Also write the JSON to this file.", flag_values=FLAGS)
+_PROFILE_DIR = flags.DEFINE_string(
+  "profile_dir", "", "Write a jax.profiler trace of the timed steps here.", flag_values=FLAGS
+)
+_BATCHES = flags.DEFINE_integer("batches", 50, "--part=input: batches timed.", flag_values=FLAGS)
+_WORKERS = flags.DEFINE_integer(
+  "workers", -1, "--part=input: grain workers (-1: config.dataset.num_workers).", flag_values=FLAGS
+)
 _TRAIN_JSON = flags.DEFINE_string(
-    "train_json", "", "--part=input: a --part=train JSON to compare the delivery rate with.")
-_EVAL_BATCH = flags.DEFINE_integer("eval_batch", 0, "--part=eval: batch (0: config.batch_size).")
+  "train_json",
+  "",
+  "--part=input: a --part=train JSON to compare the delivery rate with.",
+  flag_values=FLAGS,
+)
+_EVAL_BATCH = flags.DEFINE_integer(
+  "eval_batch", 0, "--part=eval: batch (0: config.batch_size).", flag_values=FLAGS
+)
+flags.mark_flags_as_required(["config"], flag_values=FLAGS)
 
 # The databases' label counts (MultiPIE: 337 subjects, the paper's 4 expressions, 20 flashes).
 KNOWN_NUM_CLASSES = {
-    "multipie": {"identity": 337, "expression": 4, "illumination": 20},
-    "bu3dfe": {"identity": 100, "expression": 7, "sex": 2},
-    "rafd": {"identity": 67, "expression": 8, "gaze": 3},
-    "synthetic_faces": {"identity": 100, "expression": 5, "illumination": 5, "gaze": 3,
-                        "color": 4},
+  "multipie": {"identity": 337, "expression": 4, "illumination": 20},
+  "bu3dfe": {"identity": 100, "expression": 7, "sex": 2},
+  "rafd": {"identity": 67, "expression": 8, "gaze": 3},
+  "synthetic_faces": {"identity": 100, "expression": 5, "illumination": 5, "gaze": 3, "color": 4},
 }
 
 # Vendor dense peaks (FLOP/s) for context only; MFU uses the peak measured here.
 SPEC_PEAKS = {
-    ("H100", "bfloat16"): 989e12, ("H100", "float32"): 494e12,  # SXM; float32 as TF32
-    ("H200", "bfloat16"): 989e12, ("H200", "float32"): 494e12,
+  ("H100", "bfloat16"): 989e12,
+  ("H100", "float32"): 494e12,  # SXM; float32 as TF32
+  ("H200", "bfloat16"): 989e12,
+  ("H200", "float32"): 494e12,
 }
 
 
-class BenchmarkError(RuntimeError):
-  pass
+class BenchmarkError(errors.UserError, RuntimeError):
+  """A config, dataset or device set the benchmark cannot run with; the message says why."""
 
 
 def num_classes_of(config, override: Sequence[str] | None = None) -> tuple[int, ...]:
@@ -96,8 +128,10 @@ def num_classes_of(config, override: Sequence[str] | None = None) -> tuple[int, 
   try:
     return tuple(table[a] for a in config.dataset.attributes)
   except KeyError as e:
-    raise BenchmarkError(f"no known class count for attribute {e} of dataset "
-                         f"{config.dataset.name!r}: give --num_classes=N1,N2,...") from None
+    raise BenchmarkError(
+      f"no known class count for attribute {e} of dataset "
+      f"{config.dataset.name!r}: give --num_classes=N1,N2,..."
+    ) from None
 
 
 def load_average():
@@ -111,20 +145,21 @@ def environment(devices) -> dict:
   d = devices[0]
   try:
     import flax  # pylint: disable=g-import-not-at-top
+
     flax_version = flax.__version__
   except ImportError:
     flax_version = None
   return {
-      "platform": d.platform,
-      "device_kind": d.device_kind,
-      "num_devices": len(devices),
-      "host": platform.node(),
-      "host_cpus": os.cpu_count(),
-      "load_average": load_average(),
-      "jax": jax.__version__,
-      "flax": flax_version,
-      "python": platform.python_version(),
-      "default_matmul_precision": str(jax.config.jax_default_matmul_precision),
+    "platform": d.platform,
+    "device_kind": d.device_kind,
+    "num_devices": len(devices),
+    "host": platform.node(),
+    "host_cpus": os.cpu_count(),
+    "load_average": load_average(),
+    "jax": jax.__version__,
+    "flax": flax_version,
+    "python": platform.python_version(),
+    "default_matmul_precision": str(jax.config.jax_default_matmul_precision),
   }
 
 
@@ -133,9 +168,15 @@ def summarize(times: Sequence[float]) -> dict:
   q = lambda p: float(np.percentile(t, p))
   med = statistics.median(t)
   return {
-      "median": med, "min": t[0], "max": t[-1], "mean": statistics.fmean(t),
-      "std": statistics.pstdev(t), "p10": q(10), "p90": q(90), "n": len(t),
-      "rel_spread": (q(90) - q(10)) / med if med > 0 else None,
+    "median": med,
+    "min": t[0],
+    "max": t[-1],
+    "mean": statistics.fmean(t),
+    "std": statistics.pstdev(t),
+    "p10": q(10),
+    "p90": q(90),
+    "n": len(t),
+    "rel_spread": (q(90) - q(10)) / med if med > 0 else None,
   }
 
 
@@ -157,10 +198,11 @@ def cost_flops(program) -> float | None:
 def model_flops(config, num_classes, impl: str = "xla") -> float | None:
   """The model's work per step: XLA's cost analysis of the *lowered* step (before XLA hands
   convolutions to cuDNN, whose custom calls the compiled program's analysis does not count)
-  with every convolution in its direct form (``models.conv_implementation('xla')``), for the
+  with every convolution in its direct form (``conv_kernels.conv_implementation('xla')``), for the
   whole global batch on one device. What the PyTorch peer counts; MFU uses it. (``impl``
-  another of ``models.CONV_IMPLS``: what that path executes, e.g. "auto" on CPU.)"""
-  from attrdis import models as models_lib  # pylint: disable=g-import-not-at-top
+  another of ``conv_kernels.CONV_IMPLS``: what that path executes, e.g. "auto" on CPU.)"""
+  from attrdis import conv_kernels  # pylint: disable=g-import-not-at-top
+
   try:
     models_ = ts.create_models(config, num_classes)
     # Lowered for the CPU backend, which every JAX has: on GPUs the lowered program's cost
@@ -168,12 +210,15 @@ def model_flops(config, num_classes, impl: str = "xla") -> float | None:
     mesh = step_lib.make_mesh(jax.devices("cpu")[:1])
     replicated, data = step_lib.shardings(mesh)
     state = jax.eval_shape(lambda: ts.create_train_state(models_, config.seed))
-    state = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
-                         state)
+    state = jax.tree.map(
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated), state
+    )
     s, b = config.image_size, config.batch_size
-    batch = {"image": jax.ShapeDtypeStruct((b, s, s, 3), "float32", sharding=data),
-             "label": jax.ShapeDtypeStruct((b, len(num_classes)), "int32", sharding=data)}
-    with models_lib.conv_implementation(impl):
+    batch = {
+      "image": jax.ShapeDtypeStruct((b, s, s, 3), "float32", sharding=data),
+      "label": jax.ShapeDtypeStruct((b, len(num_classes)), "int32", sharding=data),
+    }
+    with conv_kernels.conv_implementation(impl):
       lowered = step_lib.jit_train_step(models_, config, mesh).lower(state, batch)
   except Exception as e:  # pylint: disable=broad-except
     logging.warning("lowering the step for its cost analysis failed: %s", e)
@@ -188,8 +233,13 @@ def compiled_memory(compiled) -> dict | None:
     return None
   if m is None:
     return None
-  names = ("argument_size_in_bytes", "output_size_in_bytes", "alias_size_in_bytes",
-           "temp_size_in_bytes", "generated_code_size_in_bytes")
+  names = (
+    "argument_size_in_bytes",
+    "output_size_in_bytes",
+    "alias_size_in_bytes",
+    "temp_size_in_bytes",
+    "generated_code_size_in_bytes",
+  )
   return {n: int(getattr(m, n)) for n in names if hasattr(m, n)}
 
 
@@ -205,8 +255,9 @@ def peak_memory(devices) -> int | None:
   return max(peaks) if peaks else None
 
 
-def time_calls(fn: Callable[[], Any], samples: int, window: int, cpu_times: list | None = None
-               ) -> list[float]:
+def time_calls(
+  fn: Callable[[], Any], samples: int, window: int, cpu_times: list | None = None
+) -> list[float]:
   """Wall seconds per call: each sample dispatches ``window`` calls back to back, then waits.
   With ``cpu_times``, also appends this process' CPU seconds per call (all threads): on a
   shared host that is steadier than wall time."""
@@ -228,6 +279,7 @@ def profile_summary(trace_dir: str, top: int = 25) -> dict | None:
   matmul/conv kernels vs the rest (what bounds the step). None where no device plane exists
   (the CPU backend records no per-kernel events)."""
   import glob  # pylint: disable=g-import-not-at-top
+
   files = sorted(glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True))
   if not files:
     return None
@@ -246,30 +298,44 @@ def profile_summary(trace_dir: str, top: int = 25) -> dict | None:
         entry = by_name.setdefault(ev.name, [0.0, 0])
         entry[0] += dur
         entry[1] += 1
-        lines_total[f"{plane.name} {line.name}"] = lines_total.get(
-            f"{plane.name} {line.name}", 0.0) + dur
+        lines_total[f"{plane.name} {line.name}"] = (
+          lines_total.get(f"{plane.name} {line.name}", 0.0) + dur
+        )
         start = ev.start_ns
         span[0] = start if span[0] is None else min(span[0], start)
         span[1] = start + dur if span[1] is None else max(span[1], start + dur)
   if not by_name:
     return None
   total = sum(v[0] for v in by_name.values())
-  matmul_words = ("gemm", "conv", "xmma", "cutlass", "wgmma", "sm90", "sm80", "cudnn", "dot",
-                  "matmul", "triton_gemm")
+  matmul_words = (
+    "gemm",
+    "conv",
+    "xmma",
+    "cutlass",
+    "wgmma",
+    "sm90",
+    "sm80",
+    "cudnn",
+    "dot",
+    "matmul",
+    "triton_gemm",
+  )
   is_matmul = lambda n: any(w in n.lower() for w in matmul_words)
   matmul = sum(v[0] for n, v in by_name.items() if is_matmul(n))
   rows = sorted(by_name.items(), key=lambda kv: -kv[1][0])[:top]
   return {
-      "trace": files[-1],
-      "kernel_time_s": total / 1e9,
-      "span_s": (span[1] - span[0]) / 1e9 if span[0] is not None else None,
-      "busy_fraction": total / (span[1] - span[0]) if span[0] is not None and span[1] > span[0]
-                       else None,
-      "matmul_conv_fraction": matmul / total if total else None,
-      "num_kernels": sum(v[1] for v in by_name.values()),
-      "top_kernels": [{"name": n[:160], "s": v[0] / 1e9, "share": v[0] / total, "calls": v[1]}
-                      for n, v in rows],
-      "streams": {k: v / 1e9 for k, v in lines_total.items()},
+    "trace": files[-1],
+    "kernel_time_s": total / 1e9,
+    "span_s": (span[1] - span[0]) / 1e9 if span[0] is not None else None,
+    "busy_fraction": total / (span[1] - span[0])
+    if span[0] is not None and span[1] > span[0]
+    else None,
+    "matmul_conv_fraction": matmul / total if total else None,
+    "num_kernels": sum(v[1] for v in by_name.values()),
+    "top_kernels": [
+      {"name": n[:160], "s": v[0] / 1e9, "share": v[0] / total, "calls": v[1]} for n, v in rows
+    ],
+    "streams": {k: v / 1e9 for k, v in lines_total.items()},
   }
 
 
@@ -285,24 +351,32 @@ def measure_peak(dtype, device, size: int = 0) -> dict:
   jax.block_until_ready(mm(a, b))
   one = time.perf_counter() - t0
   window = max(1, min(50, int(0.2 / max(one, 1e-6))))
-  times = time_calls(lambda: mm(a, b), samples=5 if device.platform == "cpu" else 10,
-                     window=window)
-  flops = 2.0 * n ** 3
+  times = time_calls(lambda: mm(a, b), samples=5 if device.platform == "cpu" else 10, window=window)
+  flops = 2.0 * n**3
   med = statistics.median(times)
-  return {"flops_per_s": flops / med, "best_flops_per_s": flops / min(times), "n": n,
-          "dtype": jnp.dtype(dtype).name, "seconds": med}
+  return {
+    "flops_per_s": flops / med,
+    "best_flops_per_s": flops / min(times),
+    "n": n,
+    "dtype": jnp.dtype(dtype).name,
+    "seconds": med,
+  }
 
 
-def synthetic_batch(batch_size: int, image_size: int, num_classes: Sequence[int], sharding,
-                    seed: int = 0) -> dict:
+def synthetic_batch(
+  batch_size: int, image_size: int, num_classes: Sequence[int], sharding, seed: int = 0
+) -> dict:
   """A batch like the input pipeline's (images in [-1, 1], int32 labels), made on device."""
+
   def make(key):
     ki, kl = jax.random.split(key)
-    image = jax.random.uniform(ki, (batch_size, image_size, image_size, 3), jnp.float32,
-                               -1.0, 1.0)
-    labels = [jax.random.randint(k, (batch_size,), 0, n)
-              for k, n in zip(jax.random.split(kl, len(num_classes)), num_classes)]
+    image = jax.random.uniform(ki, (batch_size, image_size, image_size, 3), jnp.float32, -1.0, 1.0)
+    labels = [
+      jax.random.randint(k, (batch_size,), 0, n)
+      for k, n in zip(jax.random.split(kl, len(num_classes)), num_classes)
+    ]
     return {"image": image, "label": jnp.stack(labels, axis=1).astype(jnp.int32)}
+
   return jax.jit(make, out_shardings=sharding)(jax.random.key(seed))
 
 
@@ -310,13 +384,24 @@ def default_window(devices) -> int:
   return _WINDOW.value or (1 if devices[0].platform == "cpu" else 10)
 
 
-def benchmark_train(config, num_classes, devices, *, steps: int, warmup: int, window: int,
-                    peak: bool = True, matmul_size: int = 0, profile_dir: str = "") -> dict:
+def benchmark_train(
+  config,
+  num_classes,
+  devices,
+  *,
+  steps: int,
+  warmup: int,
+  window: int,
+  peak: bool = True,
+  matmul_size: int = 0,
+  profile_dir: str = "",
+) -> dict:
   """Compiles and times the train step; returns the JSON-able result."""
   configuration.validate(config)
   if config.batch_size % len(devices):
-    raise BenchmarkError(f"config.batch_size={config.batch_size} does not divide over "
-                         f"{len(devices)} devices")
+    raise BenchmarkError(
+      f"config.batch_size={config.batch_size} does not divide over {len(devices)} devices"
+    )
   mesh = step_lib.make_mesh(devices)
   replicated, data = step_lib.shardings(mesh)
   models = ts.create_models(config, num_classes, num_train_steps=1000)
@@ -367,33 +452,33 @@ def benchmark_train(config, num_classes, devices, *, steps: int, warmup: int, wi
   step = summarize(times)
   n_dev = len(devices)
   result: dict[str, Any] = {
-      "part": "train",
-      "dataset": config.dataset.name,
-      "image_size": config.image_size,
-      "batch_size": config.batch_size,
-      "num_attributes": len(num_classes),
-      "num_classes": list(num_classes),
-      "dtype": config.dtype,
-      "model": {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.model.items()},
-      "trace_s": t1 - t0,
-      "compile_s": t2 - t1,
-      # Set: a second run with the same config reads the step from the cache (warm compile_s).
-      "compilation_cache": jax.config.jax_compilation_cache_dir,
-      "trace_process_cpu_s": c1 - c0,
-      "compile_process_cpu_s": c2 - c1,
-      "first_step_s": first_step,
-      "window": window,
-      "step_s": step,
-      "images_per_s": config.batch_size / step["median"],
-      "images_per_s_per_device": config.batch_size / step["median"] / n_dev,
-      "step_process_cpu_s": summarize(cpu_times),
-      "model_flops_per_step": flops_model,
-      "model_flops_source": "XLA cost_analysis of the lowered step, direct convolutions",
-      "flops_per_step": None if flops_device is None else flops_device * n_dev,
-      "flops_source": "XLA cost_analysis of the compiled step (per-device program × devices; "
-                      "on GPUs it omits the cuDNN convolutions)",
-      "metrics_finite": finite,
-      "loss_g": final_metrics.get("loss_g"),
+    "part": "train",
+    "dataset": config.dataset.name,
+    "image_size": config.image_size,
+    "batch_size": config.batch_size,
+    "num_attributes": len(num_classes),
+    "num_classes": list(num_classes),
+    "dtype": config.dtype,
+    "model": {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.model.items()},
+    "trace_s": t1 - t0,
+    "compile_s": t2 - t1,
+    # Set: a second run with the same config reads the step from the cache (warm compile_s).
+    "compilation_cache": jax.config.jax_compilation_cache_dir,
+    "trace_process_cpu_s": c1 - c0,
+    "compile_process_cpu_s": c2 - c1,
+    "first_step_s": first_step,
+    "window": window,
+    "step_s": step,
+    "images_per_s": config.batch_size / step["median"],
+    "images_per_s_per_device": config.batch_size / step["median"] / n_dev,
+    "step_process_cpu_s": summarize(cpu_times),
+    "model_flops_per_step": flops_model,
+    "model_flops_source": "XLA cost_analysis of the lowered step, direct convolutions",
+    "flops_per_step": None if flops_device is None else flops_device * n_dev,
+    "flops_source": "XLA cost_analysis of the compiled step (per-device program × devices; "
+    "on GPUs it omits the cuDNN convolutions)",
+    "metrics_finite": finite,
+    "loss_g": final_metrics.get("loss_g"),
   }
   if flops_device is not None:
     result["executed_flops_per_s"] = flops_device * n_dev / step["median"]
@@ -423,20 +508,26 @@ def benchmark_input(config, *, batches: int, workers: int, train_json: str = "")
   """Images/s delivered by the grain loader (host numpy batches, then also put on device)."""
   from attrdis import input_pipeline  # pylint: disable=g-import-not-at-top
   from absl import flags as absl_flags  # pylint: disable=g-import-not-at-top,reimported
+
   absl_flags.FLAGS.mark_as_parsed()
   configuration.validate(config)
   try:
     builder, info = input_pipeline.load(config)
   except Exception as e:  # pylint: disable=broad-except
     raise BenchmarkError(
-        f"dataset {config.dataset.name!r} ({config.dataset.builder_config or 'default'}) is not "
-        f"available here ({type(e).__name__}: {str(e)[:300]}); measure the input pipeline with a "
-        "config whose data is present, e.g. --config=configs/synthetic.py") from None
+      f"dataset {config.dataset.name!r} ({config.dataset.builder_config or 'default'}) is not "
+      f"available here ({type(e).__name__}: {str(e)[:300]}); measure the input pipeline with a "
+      "config whose data is present, e.g. --config=configs/synthetic.py"
+    ) from None
   worker_count = None if workers < 0 else workers
-  loader = input_pipeline.create_loader(config, builder, "train", train=True,
-                                        worker_count=worker_count)
-  num_workers = input_pipeline.default_num_workers(config.dataset.num_workers) \
-      if worker_count is None else worker_count
+  loader = input_pipeline.create_loader(
+    config, builder, "train", train=True, worker_count=worker_count
+  )
+  num_workers = (
+    input_pipeline.default_num_workers(config.dataset.num_workers)
+    if worker_count is None
+    else worker_count
+  )
   t0 = time.perf_counter()
   it = iter(loader)
   first = next(it)
@@ -459,20 +550,20 @@ def benchmark_input(config, *, batches: int, workers: int, train_json: str = "")
   jax.block_until_ready(out)
   device_s = time.perf_counter() - t2
   result = {
-      "part": "input",
-      "dataset": info.name,
-      "builder_config": builder.builder_config.name,
-      "stored_image_size": info.stored_image_size,
-      "image_size": config.image_size,
-      "batch_size": config.batch_size,
-      "num_train_examples": info.num_train,
-      "workers": num_workers,
-      "first_batch_s": first_batch_s,
-      "batches": batches,
-      "images_per_s": n / host_s,
-      "images_per_s_to_device": m / device_s,
-      "image_shape": list(first["image"].shape),
-      "environment": environment(jax.devices()),
+    "part": "input",
+    "dataset": info.name,
+    "builder_config": builder.builder_config.name,
+    "stored_image_size": info.stored_image_size,
+    "image_size": config.image_size,
+    "batch_size": config.batch_size,
+    "num_train_examples": info.num_train,
+    "workers": num_workers,
+    "first_batch_s": first_batch_s,
+    "batches": batches,
+    "images_per_s": n / host_s,
+    "images_per_s_to_device": m / device_s,
+    "image_shape": list(first["image"].shape),
+    "environment": environment(jax.devices()),
   }
   if train_json:
     try:
@@ -486,11 +577,13 @@ def benchmark_input(config, *, batches: int, workers: int, train_json: str = "")
   return result
 
 
-def benchmark_eval(config, num_classes, devices, *, steps: int, window: int,
-                   batch_size: int = 0) -> dict:
+def benchmark_eval(
+  config, num_classes, devices, *, steps: int, window: int, batch_size: int = 0
+) -> dict:
   """Images/s of the evaluator's compute: translation (encode, swap one code, decode), the
   FID Inception pool3 features of the translations (resized to 299) and the classifiers."""
   from attrdis import inception  # pylint: disable=g-import-not-at-top
+
   configuration.validate(config)
   b = batch_size or config.batch_size
   device = devices[0]
@@ -499,10 +592,12 @@ def benchmark_eval(config, num_classes, devices, *, steps: int, window: int,
   net = inception.FIDInceptionV3()
   x299 = jnp.zeros((1, inception.INPUT_SIZE, inception.INPUT_SIZE, 3), jnp.float32)
   inc_vars = jax.device_put(
-      jax.jit(lambda k: net.init(k, x299, preprocess_input=False))(jax.random.key(1)), device)
+    jax.jit(lambda k: net.init(k, x299, preprocess_input=False))(jax.random.key(1)), device
+  )
   s = config.image_size
-  x = jax.device_put(jax.random.uniform(jax.random.key(2), (b, s, s, 3), jnp.float32, -1, 1),
-                     device)
+  x = jax.device_put(
+    jax.random.uniform(jax.random.key(2), (b, s, s, 3), jnp.float32, -1, 1), device
+  )
 
   def translate(p, x):
     codes = models.gen.apply({"params": p["gen"]}, x, method="encode")
@@ -517,24 +612,35 @@ def benchmark_eval(config, num_classes, devices, *, steps: int, window: int,
     return [jnp.argmax(l, -1) for l in models.cls.apply({"params": p["cls"]}, y)]
 
   parts = {
-      "translate": (translate, (params, x)),
-      "inception": (features, (inc_vars, x)),
-      "classifiers": (classify, (params, x)),
+    "translate": (translate, (params, x)),
+    "inception": (features, (inc_vars, x)),
+    "classifiers": (classify, (params, x)),
   }
-  result: dict[str, Any] = {"part": "eval", "dataset": config.dataset.name,
-                            "image_size": s, "batch_size": b, "num_classes": list(num_classes),
-                            "dtype": config.dtype,
-                            "note": ("random weights (speed does not depend on them); the "
-                                     "model's own C_m stand in for the evaluation CNNs of "
-                                     "attrdis.eval_classifier, which are smaller")}
+  result: dict[str, Any] = {
+    "part": "eval",
+    "dataset": config.dataset.name,
+    "image_size": s,
+    "batch_size": b,
+    "num_classes": list(num_classes),
+    "dtype": config.dtype,
+    "note": (
+      "random weights (speed does not depend on them); the "
+      "model's own C_m stand in for the evaluation CNNs of "
+      "attrdis.evaluation.networks, which are smaller"
+    ),
+  }
   for name, (f, args) in parts.items():
     t0 = time.perf_counter()
     compiled = jax.jit(f).lower(*args).compile()
     compile_s = time.perf_counter() - t0
     jax.block_until_ready(compiled(*args))
     times = summarize(time_calls(lambda: compiled(*args), steps, window))
-    result[name] = {"compile_s": compile_s, "batch_s": times,
-                    "images_per_s": b / times["median"], "flops_per_batch": cost_flops(compiled)}
+    result[name] = {
+      "compile_s": compile_s,
+      "batch_s": times,
+      "images_per_s": b / times["median"],
+      "flops_per_batch": cost_flops(compiled),
+    }
   # The evaluator runs the three one after the other on each batch.
   result["images_per_s"] = 1.0 / sum(1.0 / result[n]["images_per_s"] for n in parts)
   result["images_per_s_note"] = "translate → Inception features + classifiers, in sequence"
@@ -552,34 +658,46 @@ def emit(result: dict, output: str = "") -> None:
 
 
 def main(argv):
-  del argv
+  del argv  # no positional arguments (cli.run refuses them)
   config = _CONFIG.value
-  if config is None:
-    raise app.UsageError("--config is required, e.g. --config=configs/multipie.py")
   compilation_cache.enable(_COMPILATION_CACHE.value)
   devices = jax.devices()
   if _DEVICES.value:
-    devices = devices[:_DEVICES.value]
+    devices = devices[: _DEVICES.value]
   try:
     if _PART.value == "train":
-      result = benchmark_train(config, num_classes_of(config, _NUM_CLASSES.value), devices,
-                               steps=_STEPS.value, warmup=_WARMUP.value,
-                               window=default_window(devices), peak=_PEAK.value,
-                               matmul_size=_MATMUL_SIZE.value, profile_dir=_PROFILE_DIR.value)
+      result = benchmark_train(
+        config,
+        num_classes_of(config, _NUM_CLASSES.value),
+        devices,
+        steps=_STEPS.value,
+        warmup=_WARMUP.value,
+        window=default_window(devices),
+        peak=_PEAK.value,
+        matmul_size=_MATMUL_SIZE.value,
+        profile_dir=_PROFILE_DIR.value,
+      )
     elif _PART.value == "input":
-      result = benchmark_input(config, batches=_BATCHES.value, workers=_WORKERS.value,
-                               train_json=_TRAIN_JSON.value)
+      result = benchmark_input(
+        config, batches=_BATCHES.value, workers=_WORKERS.value, train_json=_TRAIN_JSON.value
+      )
     else:
-      result = benchmark_eval(config, num_classes_of(config, _NUM_CLASSES.value), devices,
-                              steps=_STEPS.value, window=default_window(devices),
-                              batch_size=_EVAL_BATCH.value)
-  except (BenchmarkError, configuration.ConfigError) as e:
+      result = benchmark_eval(
+        config,
+        num_classes_of(config, _NUM_CLASSES.value),
+        devices,
+        steps=_STEPS.value,
+        window=default_window(devices),
+        batch_size=_EVAL_BATCH.value,
+      )
+  except errors.UserError as e:
+    # The JSON says it too, for scripts that collect the results; then the error line.
     emit({"part": _PART.value, "error": str(e)}, _OUTPUT.value)
-    sys.exit(1)
-  result["config"] = config_flags.get_config_filename(flags.FLAGS["config"])
+    raise
+  result["config"] = config_flags.get_config_filename(FLAGS["config"])
   result["argv"] = sys.argv[1:]
   emit(result, _OUTPUT.value)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, FLAGS)

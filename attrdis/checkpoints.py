@@ -19,7 +19,9 @@ from __future__ import annotations
 import dataclasses
 import glob
 import json
+import logging
 import os
+import sys
 import zlib
 from typing import Any
 
@@ -29,9 +31,10 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from attrdis import configuration
+from attrdis import errors
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(errors.UserError, RuntimeError):
   """A workdir or checkpoint that cannot be used; the message says what to do."""
 
 
@@ -65,17 +68,67 @@ class _FileLister:
   def __call__(self) -> None:
     if self.step is None or jax.process_index() != 0:
       return
-    tmp = glob.glob(os.path.join(glob.escape(self.directory),
-                                 f"{self.step}.orbax-checkpoint-tmp*"))
+    tmp = glob.glob(os.path.join(glob.escape(self.directory), f"{self.step}.orbax-checkpoint-tmp*"))
     # One temporary folder per write (older leftovers are removed when training starts); a
     # file system where Orbax writes in place has the final folder only.
-    folder = max(tmp, key=os.path.getmtime) if tmp else os.path.join(self.directory,
-                                                                      str(self.step))
+    folder = max(tmp, key=os.path.getmtime) if tmp else os.path.join(self.directory, str(self.step))
     write_file_list(folder)
 
 
-def manager(workdir: str, keep: int = 3, create: bool = True,
-            cleanup_tmp: bool = False) -> ocp.CheckpointManager:
+def _quiet_failed_writes() -> None:
+  """Keeps a failed checkpoint write to the one error line of its :class:`CheckpointWriteError`.
+
+  Written against orbax-checkpoint 0.12.8 and tensorstore 0.1.86 (Python 3.11), where two
+  things that no option of those libraries turns off print around that line:
+
+  * Orbax's background threads log the failure at ERROR level with its traceback
+    (``logging.exception`` in its ``_SignalingThread``). Orbax logs through absl's single
+    "absl" logger, so no logger level can quiet Orbax alone: a filter on that logger drops the
+    traceback of the records that come from Orbax's package; their message line stays.
+  * Orbax runs a save's writes under ``asyncio.gather`` in an event loop of its own, and closes
+    that loop as soon as the first write fails. TensorStore then completes the writes still in
+    flight and calls ``loop.call_soon_threadsafe`` on the closed loop from its own threads;
+    Python reports each as an unraisable "RuntimeError: Event loop is closed" with a traceback
+    (dozens, some after the error line). Waiting for the save or closing the manager does not
+    prevent them (the loop is closed inside Orbax's thread before either returns), so a
+    ``sys.unraisablehook`` drops exactly those and passes everything else on.
+
+  Installed once per process, by the first manager that writes. Remove when Orbax cancels the
+  other writes of a failed save, or keeps its loop until they finish.
+  """
+  global _quieted
+  if _quieted:
+    return
+  _quieted = True
+  orbax_dir = os.path.dirname(os.path.dirname(os.path.abspath(ocp.__file__))) + os.sep
+
+  def drop_orbax_tracebacks(record: logging.LogRecord) -> bool:
+    if record.exc_info and os.path.abspath(record.pathname or "").startswith(orbax_dir):
+      record.exc_info, record.exc_text = None, None
+    return True
+
+  logging.getLogger("absl").addFilter(drop_orbax_tracebacks)
+  previous = sys.unraisablehook
+
+  def unraisablehook(unraisable) -> None:
+    tb = unraisable.exc_traceback
+    if not (
+      unraisable.exc_type is RuntimeError
+      and tb is not None
+      and str(unraisable.exc_value) == "Event loop is closed"
+      and tb.tb_frame.f_code.co_name == "call_soon_threadsafe"
+    ):
+      previous(unraisable)
+
+  sys.unraisablehook = unraisablehook
+
+
+_quieted = False
+
+
+def manager(
+  workdir: str, keep: int = 3, create: bool = True, cleanup_tmp: bool = False
+) -> ocp.CheckpointManager:
   """Orbax writes each checkpoint into ``<step>.orbax-checkpoint-tmp-*`` and renames it to
   ``<step>`` when complete (atomic on local and POSIX network file systems), so a process
   killed mid-write leaves only a temporary folder, which readers ignore. ``cleanup_tmp``
@@ -83,13 +136,19 @@ def manager(workdir: str, keep: int = 3, create: bool = True,
   leftovers when the manager is created. A manager that writes (``create``) lists each
   checkpoint's files in ``checksums.json``."""
   lister = _FileLister(checkpoint_dir(workdir)) if create else None
+  if create:
+    _quiet_failed_writes()
   mngr = ocp.CheckpointManager(
-      checkpoint_dir(workdir),
-      options=ocp.CheckpointManagerOptions(
-          max_to_keep=keep, create=create, enable_async_checkpointing=True,
-          cleanup_tmp_directories=cleanup_tmp,
-          async_options=ocp.AsyncOptions(post_finalization_callback=lister)
-          if lister is not None else None),
+    checkpoint_dir(workdir),
+    options=ocp.CheckpointManagerOptions(
+      max_to_keep=keep,
+      create=create,
+      enable_async_checkpointing=True,
+      cleanup_tmp_directories=cleanup_tmp,
+      async_options=ocp.AsyncOptions(post_finalization_callback=lister)
+      if lister is not None
+      else None,
+    ),
   )
   mngr._attrdis_lister = lister  # pylint: disable=protected-access
   return mngr
@@ -97,6 +156,7 @@ def manager(workdir: str, keep: int = 3, create: bool = True,
 
 # ----------------------------------------------------------------------------------------
 # Integrity: the file list, and what is wrong with a checkpoint.
+
 
 def _crc32(path: str) -> int:
   crc = 0
@@ -120,8 +180,10 @@ def _files(folder: str) -> list[str]:
 def write_file_list(folder: str) -> None:
   """Writes ``folder/checksums.json``: {"files": {relative path: [bytes, crc32]}} of every
   file of the checkpoint's items (atomically: a temporary file renamed)."""
-  files = {rel: [os.path.getsize(os.path.join(folder, rel)), _crc32(os.path.join(folder, rel))]
-           for rel in _files(folder)}
+  files = {
+    rel: [os.path.getsize(os.path.join(folder, rel)), _crc32(os.path.join(folder, rel))]
+    for rel in _files(folder)
+  }
   tmp = os.path.join(folder, FILE_LIST + ".tmp")
   with open(tmp, "w") as f:
     json.dump({"format": 1, "files": files}, f, indent=0)
@@ -215,6 +277,7 @@ def damage(folder: str) -> str | None:
 @dataclasses.dataclass(frozen=True)
 class Damaged:
   """Checkpoints newer than the newest intact one (newest first), and that one."""
+
   damaged: tuple[tuple[int, str], ...]  # (step, what is wrong)
   intact: int | None
 
@@ -224,11 +287,15 @@ class Damaged:
     if os.path.exists(os.path.join(folder, FILE_LIST)):
       text = f"Checkpoint {folder} is damaged ({why})"
     else:  # no file list: written by an older version, or not by attrdis at all
-      text = (f"{folder} is not a readable attrdis checkpoint ({why}; it is damaged or comes "
-              "from another program)")
+      text = (
+        f"{folder} is not a readable attrdis checkpoint ({why}; it is damaged or comes "
+        "from another program)"
+      )
     if rest:
-      text += (f"; so {'is' if len(rest) == 1 else 'are'} the checkpoint"
-               f"{'' if len(rest) == 1 else 's'} of step {', '.join(str(s) for s, _ in rest)}")
+      text += (
+        f"; so {'is' if len(rest) == 1 else 'are'} the checkpoint"
+        f"{'' if len(rest) == 1 else 's'} of step {', '.join(str(s) for s, _ in rest)}"
+      )
     if self.intact is None:
       return text + f"; no intact checkpoint is left in {directory}"
     return text + f"; the newest intact checkpoint is step {self.intact}"
@@ -285,16 +352,17 @@ def resume_step(workdir: str, resume_from_intact: bool) -> int | None:
   what = damaged.describe(directory)
   if damaged.intact is None:
     raise CheckpointError(
-        f"{what}. Nothing was changed; to start anew, move {directory} aside or use another "
-        "--workdir.")
+      f"{what}. Nothing was changed; to start anew, move {directory} aside or use another "
+      "--workdir."
+    )
   if not resume_from_intact:
     raise CheckpointError(
-        f"{what}. Nothing was changed; start again with --config.resume_from_intact=True to "
-        f"move the damaged checkpoint{'s' if len(damaged.damaged) > 1 else ''} to "
-        f"{damaged_dir(workdir)} and resume from step {damaged.intact}.")
+      f"{what}. Nothing was changed; start again with --config.resume_from_intact=True to "
+      f"move the damaged checkpoint{'s' if len(damaged.damaged) > 1 else ''} to "
+      f"{damaged_dir(workdir)} and resume from step {damaged.intact}."
+    )
   moved = move_aside(workdir, [s for s, _ in damaged.damaged])
-  print(f"{what}: moved to {', '.join(moved)}; resuming from step {damaged.intact}.",
-        flush=True)
+  print(f"{what}: moved to {', '.join(moved)}; resuming from step {damaged.intact}.", flush=True)
   return damaged.intact
 
 
@@ -309,12 +377,16 @@ def complete_steps(workdir: str) -> list[int]:
 
 def _reason(e: BaseException) -> str:
   """A short description of a write failure (tensorstore's messages are long)."""
-  from attrdis import errors  # pylint: disable=g-import-not-at-top
   if isinstance(e, OSError) and e.strerror:
     return f"{e.strerror}" + (f": {e.filename}" if e.filename else "")
   text = errors.one_line(str(e)) or type(e).__name__
-  for known in ("No space left on device", "File too large", "Disk quota exceeded",
-                "Permission denied", "Read-only file system"):
+  for known in (
+    "No space left on device",
+    "File too large",
+    "Disk quota exceeded",
+    "Permission denied",
+    "Read-only file system",
+  ):
     if known in text:
       return known
   return text[:300]
@@ -322,16 +394,24 @@ def _reason(e: BaseException) -> str:
 
 def write_error(workdir: str, step: int | None, e: BaseException) -> CheckpointWriteError:
   done = [s for s in complete_steps(workdir) if step is None or s < step]
-  kept = (f"the last complete checkpoint (step {done[-1]}) is intact; start the same command "
-          "again to resume from it") if done else "no earlier checkpoint exists"
+  kept = (
+    (
+      f"the last complete checkpoint (step {done[-1]}) is intact; start the same command "
+      "again to resume from it"
+    )
+    if done
+    else "no earlier checkpoint exists"
+  )
   what = f"the checkpoint of step {step}" if step is not None else "a checkpoint"
   return CheckpointWriteError(
-      f"Could not write {what} in {checkpoint_dir(workdir)} ({_reason(e)}); {kept} once the "
-      "disk has space and the folder is writable.")
+    f"Could not write {what} in {checkpoint_dir(workdir)} ({_reason(e)}); {kept} once the "
+    "disk has space and the folder is writable."
+  )
 
 
-def save(mngr: ocp.CheckpointManager, step: int, state, data_iterator,
-         config: ml_collections.ConfigDict) -> None:
+def save(
+  mngr: ocp.CheckpointManager, step: int, state, data_iterator, config: ml_collections.ConfigDict
+) -> None:
   """Starts an asynchronous save of ``step``. A failure of the previous asynchronous save
   surfaces here (or in :func:`wait`) as a :class:`CheckpointWriteError`."""
   workdir = os.path.dirname(str(mngr.directory))
@@ -342,11 +422,15 @@ def save(mngr: ocp.CheckpointManager, step: int, state, data_iterator,
   if lister is not None:
     lister.step = step
   try:
-    mngr.save(step, args=ocp.args.Composite(
+    mngr.save(
+      step,
+      args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         data=grain.PyGrainCheckpointSave(data_iterator),
         config=ocp.args.JsonSave(config.to_dict()),
-    ), custom_metadata={_LISTED: True} if lister is not None else None)
+      ),
+      custom_metadata={_LISTED: True} if lister is not None else None,
+    )
   except Exception as e:  # pylint: disable=broad-except
     failed = getattr(mngr, "_attrdis_in_flight", step)
     raise write_error(workdir, failed, e) from e
@@ -364,12 +448,12 @@ def wait(mngr: ocp.CheckpointManager) -> None:
 
 
 def not_attrdis(directory: str, step: int, e: BaseException) -> CheckpointError:
-  from attrdis import errors  # pylint: disable=g-import-not-at-top
   return CheckpointError(
-      f"{os.path.join(directory, str(step))} is not a readable attrdis checkpoint "
-      f"({errors.one_line(str(e))[:200] or type(e).__name__}); it may come from another "
-      "program or be damaged. Use another --workdir, or remove that folder to fall back to "
-      "an earlier step.")
+    f"{os.path.join(directory, str(step))} is not a readable attrdis checkpoint "
+    f"({errors.one_line(str(e))[:200] or type(e).__name__}); it may come from another "
+    "program or be damaged. Use another --workdir, or remove that folder to fall back to "
+    "an earlier step."
+  )
 
 
 def restore_config(mngr: ocp.CheckpointManager, step: int) -> dict:
@@ -379,35 +463,40 @@ def restore_config(mngr: ocp.CheckpointManager, step: int) -> dict:
   except Exception as e:  # pylint: disable=broad-except
     raise not_attrdis(str(mngr.directory), step, e) from e
   if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
-    raise not_attrdis(str(mngr.directory), step, ValueError("its config item is not an "
-                                                            "attrdis config"))
+    raise not_attrdis(
+      str(mngr.directory), step, ValueError("its config item is not an attrdis config")
+    )
   return config
 
 
-def check_compatible(saved_config: dict, config: ml_collections.ConfigDict,
-                     workdir: str) -> None:
+def check_compatible(saved_config: dict, config: ml_collections.ConfigDict, workdir: str) -> None:
   diffs = configuration.structural_differences(saved_config, config)
   if diffs:
     raise CheckpointError(
-        f"The checkpoint in {checkpoint_dir(workdir)} was made with an incompatible config "
-        f"({'; '.join(diffs)}). Use a new --workdir, or the checkpoint's values; the "
-        "checkpoint was not touched.")
+      f"The checkpoint in {checkpoint_dir(workdir)} was made with an incompatible config "
+      f"({'; '.join(diffs)}). Use a new --workdir, or the checkpoint's values; the "
+      "checkpoint was not touched."
+    )
 
 
 def restore_train(mngr: ocp.CheckpointManager, step: int, abstract_state, data_iterator):
   """Restores state (into the shardings of ``abstract_state``) and the iterator in place."""
   try:
-    return mngr.restore(step, args=ocp.args.Composite(
+    return mngr.restore(
+      step,
+      args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state),
         data=grain.PyGrainCheckpointRestore(data_iterator),
-    ))["state"]
+      ),
+    )["state"]
   except (ValueError, KeyError, TypeError, FileNotFoundError) as e:
     directory = os.path.join(str(mngr.directory), str(step))
     if "process_" in str(e) and isinstance(e, (FileNotFoundError, ValueError)):
       raise CheckpointError(
-          f"{directory} holds the data position of a run with another number of processes "
-          f"(this run has {jax.process_count()}); resume with the process count that made it, "
-          "or use a new --workdir.") from e
+        f"{directory} holds the data position of a run with another number of processes "
+        f"(this run has {jax.process_count()}); resume with the process count that made it, "
+        "or use a new --workdir."
+      ) from e
     raise not_attrdis(str(mngr.directory), step, e) from e
 
 
@@ -422,15 +511,19 @@ def restore_state_unsharded(path: str):
 
 def abstract(tree, sharding=None):
   """ShapeDtypeStructs of a pytree (with ``sharding`` if given), for restoring into."""
+
   def one(x):
-    return jax.ShapeDtypeStruct(x.shape, x.dtype,
-                                sharding=sharding if sharding is not None else x.sharding)
+    return jax.ShapeDtypeStruct(
+      x.shape, x.dtype, sharding=sharding if sharding is not None else x.sharding
+    )
+
   return jax.tree.map(one, tree)
 
 
 @dataclasses.dataclass(frozen=True)
 class Trained:
   """A trained model restored from a workdir alone (for sampling and evaluation)."""
+
   config: ml_collections.ConfigDict
   models: Any  # train_state.Models
   params: dict  # {'gen': ..., 'critic': ..., 'cls': ...}
@@ -439,32 +532,44 @@ class Trained:
 
 def config_from_json(saved: dict) -> ml_collections.ConfigDict:
   """The saved JSON config as a ConfigDict, lists turned back into tuples."""
+
   def fix(v):
     if isinstance(v, dict):
       return {k: fix(x) for k, x in v.items()}
     return tuple(v) if isinstance(v, list) else v
+
   return ml_collections.ConfigDict(fix(saved))
 
 
 def load_trained(workdir: str, step: int | None = None) -> Trained:
   """Restores the config and params of ``workdir``'s checkpoint (the latest unless ``step``)."""
   from attrdis import train_state  # pylint: disable=g-import-not-at-top
+
   directory = checkpoint_dir(workdir)
   if not os.path.isdir(directory):
-    raise CheckpointError(f"No checkpoint in {workdir}: {directory} does not exist. Train "
-                          f"first: python run_train.py --config=... --workdir={workdir}")
+    raise CheckpointError(
+      f"No checkpoint in {workdir}: {directory} does not exist. Train "
+      f"first: python run_train.py --config=... --workdir={workdir}"
+    )
   mngr = manager(workdir, create=False)
   steps = mngr.all_steps()
   if not steps:
-    raise CheckpointError(f"No checkpoint in {directory}. Train first: python run_train.py "
-                          f"--config=... --workdir={workdir}")
+    raise CheckpointError(
+      f"No checkpoint in {directory}. Train first: python run_train.py "
+      f"--config=... --workdir={workdir}"
+    )
   if step is not None and step not in steps:
-    raise CheckpointError(f"No checkpoint for step {step} in {directory}; there are steps "
-                          f"{', '.join(map(str, sorted(steps)))}.")
+    raise CheckpointError(
+      f"No checkpoint for step {step} in {directory}; there are steps "
+      f"{', '.join(map(str, sorted(steps)))}."
+    )
   step, damaged = check_latest(workdir, step)
   if damaged is not None:
-    advice = (f": use --step={damaged.intact}" if damaged.intact is not None
-              else f" (train again: python run_train.py --config=... --workdir={workdir})")
+    advice = (
+      f": use --step={damaged.intact}"
+      if damaged.intact is not None
+      else f" (train again: python run_train.py --config=... --workdir={workdir})"
+    )
     raise CheckpointError(damaged.describe(directory) + advice + ".")
   config = config_from_json(restore_config(mngr, step))
   try:
@@ -476,7 +581,10 @@ def load_trained(workdir: str, step: int | None = None) -> Trained:
   models = train_state.create_models(config, num_classes)
   expected = jax.eval_shape(lambda: train_state.init_params(models, jax.random.key(0)))
   if jax.tree.structure(expected) != jax.tree.structure(params) or any(
-      a.shape != b.shape for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(params))):
-    raise CheckpointError(f"The checkpoint in {directory} does not match the model its own "
-                          "config describes; it was made by another version of attrdis.")
+    a.shape != b.shape for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(params))
+  ):
+    raise CheckpointError(
+      f"The checkpoint in {directory} does not match the model its own "
+      "config describes; it was made by another version of attrdis."
+    )
   return Trained(config=config, models=models, params=params, step=int(step))

@@ -72,8 +72,11 @@ def _nearest_distances(queries, x, exclude):
   distance is recomputed directly from the difference, so cancellation can at worst swap two
   nearly equidistant neighbours, never distort the returned distance.
   """
-  d2 = (jnp.sum(queries * queries, axis=1)[:, None] + jnp.sum(x * x, axis=1)[None, :]
-        - 2.0 * jnp.matmul(queries, x.T, precision=_HI))
+  d2 = (
+    jnp.sum(queries * queries, axis=1)[:, None]
+    + jnp.sum(x * x, axis=1)[None, :]
+    - 2.0 * jnp.matmul(queries, x.T, precision=_HI)
+  )
   d2 = jnp.where(jnp.arange(x.shape[0])[None, :] == exclude[:, None], jnp.inf, d2)
   nearest = jnp.argmin(d2, axis=1)
   return jnp.linalg.norm(queries - x[nearest], axis=1)
@@ -147,9 +150,21 @@ def max_entropy(num_classes: int) -> float:
 # --------------------------------------------------------------------------------------------
 
 # Anchors of a viridis-like perceptual colour map (dark blue → green → yellow).
-_CMAP_ANCHORS = np.array([[68, 1, 84], [72, 40, 120], [62, 74, 137], [49, 104, 142],
-                          [38, 130, 142], [31, 158, 137], [53, 183, 121], [109, 205, 89],
-                          [180, 222, 44], [253, 231, 37]], np.float64)
+_CMAP_ANCHORS = np.array(
+  [
+    [68, 1, 84],
+    [72, 40, 120],
+    [62, 74, 137],
+    [49, 104, 142],
+    [38, 130, 142],
+    [31, 158, 137],
+    [53, 183, 121],
+    [109, 205, 89],
+    [180, 222, 44],
+    [253, 231, 37],
+  ],
+  np.float64,
+)
 
 
 def colormap(values) -> np.ndarray:
@@ -173,11 +188,18 @@ def _text_size(draw, text, font):
   return right - left, bottom - top
 
 
-def render_heatmap(table, row_labels: Sequence[str] | None = None,
-                   col_labels: Sequence[str] | None = None, title: str | None = None,
-                   row_title: str | None = None, col_title: str | None = None,
-                   vmin: float = 0.0, vmax: float | None = None, cell: int = 72,
-                   value_format: str = "{:.2f}") -> tuple[Image.Image, np.ndarray]:
+def render_heatmap(
+  table,
+  row_labels: Sequence[str] | None = None,
+  col_labels: Sequence[str] | None = None,
+  title: str | None = None,
+  row_title: str | None = None,
+  col_title: str | None = None,
+  vmin: float = 0.0,
+  vmax: float | None = None,
+  cell: int = 72,
+  value_format: str = "{:.2f}",
+) -> tuple[Image.Image, np.ndarray]:
   """Draws a labelled heatmap of ``table`` (rows, cols); returns (image, cell boxes).
 
   Cells are ``cell`` pixels high and at least that wide (wider when a column label needs it).
@@ -235,7 +257,9 @@ def render_heatmap(table, row_labels: Sequence[str] | None = None,
   colours = colormap(np.where(np.isfinite(norm), norm, 0.0))
   for j, lab in enumerate(col_labels):
     tw, th = _text_size(draw, lab, font)
-    draw.text((left + j * cell_w + (cell_w - tw) // 2, top - pad - th), lab, fill="black", font=font)
+    draw.text(
+      (left + j * cell_w + (cell_w - tw) // 2, top - pad - th), lab, fill="black", font=font
+    )
   for i, lab in enumerate(row_labels):
     tw, th = _text_size(draw, lab, font)
     draw.text((left - pad - tw, top + i * cell + (cell - th) // 2), lab, fill="black", font=font)
@@ -247,8 +271,12 @@ def render_heatmap(table, row_labels: Sequence[str] | None = None,
       text = value_format.format(t[i, j]) if np.isfinite(t[i, j]) else "n/a"
       luminance = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
       tw, th = _text_size(draw, text, small)
-      draw.text((x0 + (cell_w - tw) // 2, y0 + (cell - th) // 2), text,
-                fill="black" if luminance > 140 else "white", font=small)
+      draw.text(
+        (x0 + (cell_w - tw) // 2, y0 + (cell - th) // 2),
+        text,
+        fill="black" if luminance > 140 else "white",
+        font=small,
+      )
   # Colour bar, vmax at the top.
   bx0 = left + cols * cell_w + bar_gap
   bar_h = rows * cell
@@ -257,13 +285,15 @@ def render_heatmap(table, row_labels: Sequence[str] | None = None,
   draw.rectangle((bx0, top, bx0 + bar_w - 1, top + bar_h - 1), outline="black")
   draw.text((bx0 + bar_w + 4, top), value_format.format(vmax), fill="black", font=small)
   _, th = _text_size(draw, value_format.format(vmin), small)
-  draw.text((bx0 + bar_w + 4, top + bar_h - th - 4), value_format.format(vmin), fill="black",
-            font=small)
+  draw.text(
+    (bx0 + bar_w + 4, top + bar_h - th - 4), value_format.format(vmin), fill="black", font=small
+  )
   return img, boxes
 
 
-def write_heatmap_png(path: str | os.PathLike, table, row_labels=None, col_labels=None,
-                      **kwargs) -> np.ndarray:
+def write_heatmap_png(
+  path: str | os.PathLike, table, row_labels=None, col_labels=None, **kwargs
+) -> np.ndarray:
   """Writes :func:`render_heatmap` of ``table`` to a PNG file; returns the cell boxes.
 
   For Fig. 5: ``table[m][m′]`` = mean entropy of C_m on codes z_m′, rows = classifiers,

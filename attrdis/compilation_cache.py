@@ -19,8 +19,10 @@ from attrdis import errors
 
 ENV = "JAX_COMPILATION_CACHE_DIR"
 OFF = ("", "none")
-FLAG_HELP = (f"Folder of JAX's persistent compilation cache ('none': off; default: ${ENV}, "
-             "else $XDG_CACHE_HOME/attrdis/jax).")
+FLAG_HELP = (
+  f"Folder of JAX's persistent compilation cache ('none': off; default: ${ENV}, "
+  "else $XDG_CACHE_HOME/attrdis/jax)."
+)
 
 
 def default_dir() -> str:
@@ -34,6 +36,7 @@ def enable(path: str | None = None) -> str | None:
   """Points JAX's persistent compilation cache at ``path`` (None: :func:`default_dir`);
   returns the folder, or None when the cache is off. Call before the first compilation."""
   import jax  # pylint: disable=g-import-not-at-top
+
   path = default_dir() if path is None else path
   if path.strip().lower() in OFF:
     jax.config.update("jax_compilation_cache_dir", None)
@@ -43,7 +46,8 @@ def enable(path: str | None = None) -> str | None:
     os.makedirs(path, exist_ok=True)
   except OSError as e:
     raise errors.InputError(
-        f"compilation cache {path}: {errors.os_reason(e)}; pass --compilation_cache=DIR with a "
-        f"writable folder, or --compilation_cache=none (or {ENV}=none) to turn it off.") from None
+      f"compilation cache {path}: {errors.os_reason(e)}; pass --compilation_cache=DIR with a "
+      f"writable folder, or --compilation_cache=none (or {ENV}=none) to turn it off."
+    ) from None
   jax.config.update("jax_compilation_cache_dir", path)
   return path

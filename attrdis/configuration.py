@@ -10,15 +10,22 @@ import numbers
 
 import ml_collections
 
+from attrdis import errors
+
 # Fields whose change makes a checkpoint unusable (shapes, labels or data differ).
-STRUCTURAL_FIELDS = ("image_size", "model", "dataset.name", "dataset.builder_config",
-                     "dataset.attributes")
+STRUCTURAL_FIELDS = (
+  "image_size",
+  "model",
+  "dataset.name",
+  "dataset.builder_config",
+  "dataset.attributes",
+)
 
 DTYPES = ("float32", "bfloat16")
 NORMS = ("instance", "layer", "none")  # models.NORMS (kept here: configs import no JAX)
 
 
-class ConfigError(ValueError):
+class ConfigError(errors.UserError, ValueError):
   """A config that cannot work; the message names the field and what to do."""
 
 
@@ -40,7 +47,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.num_sample_images = 8
   c.eval_every_steps = 0  # 0: never run the evaluator during training
 
-  # Non-finite losses (docs/notes/reliability.md). Every step flags a non-finite loss term or
+  # Non-finite losses (docs/reliability.md). Every step flags a non-finite loss term or
   # update in its metrics and leaves the params and optimizer states as they were (the step
   # counter still advances); the host sees the flag when it fetches metrics (every
   # log_every_steps, and before every checkpoint, so no non-finite step precedes a save).
@@ -50,7 +57,7 @@ def base_config() -> ml_collections.ConfigDict:
   # For tests of the above only: N > 0 replaces the images of step N's batch with NaN
   # (on the host, before the step; the compiled step is unchanged). 0: off.
   c.debug_nan_at_step = 0
-  # A damaged latest checkpoint (docs/notes/reliability.md) stops training with a message
+  # A damaged latest checkpoint (docs/reliability.md) stops training with a message
   # naming it and the newest intact one. True: move the damaged ones to
   # workdir/damaged_checkpoints/ (never deleted) and resume from the newest intact one.
   c.resume_from_intact = False
@@ -103,8 +110,10 @@ def flat_items(config, prefix=""):
 
 def structural_differences(saved: dict, current: ml_collections.ConfigDict) -> list[str]:
   """The structural fields whose values differ between a saved config and the current one."""
+
   def norm(v):
     return list(v) if isinstance(v, (list, tuple)) else v
+
   saved_flat = dict(flat_items(saved))
   current_flat = dict(flat_items(current))
   diffs = []
@@ -149,8 +158,13 @@ def check_types(config, reference=None, prefix="config.") -> None:
     kind, have = _kind(want), _kind(got)
     if kind is None or kind == have or (kind is float and have is int):
       continue
-    example = {bool: "True or False", int: "an integer", float: "a number", str: "a string",
-               tuple: "a tuple, e.g. ('a', 'b')"}[kind]
+    example = {
+      bool: "True or False",
+      int: "an integer",
+      float: "a number",
+      str: "a string",
+      tuple: "a tuple, e.g. ('a', 'b')",
+    }[kind]
     raise ConfigError(f"{name}={got!r} ({type(got).__name__}): must be {example}.")
 
 
@@ -163,61 +177,79 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if not isinstance(s, int) or s % 8 or not 16 <= s <= 256:
     raise ConfigError(f"config.image_size={s!r}: must be a multiple of 8 from 16 to 256.")
   if config.batch_size < 2:
-    raise ConfigError(f"config.batch_size={config.batch_size}: needs at least 2 images to "
-                      "shuffle codes between them.")
+    raise ConfigError(
+      f"config.batch_size={config.batch_size}: needs at least 2 images to "
+      "shuffle codes between them."
+    )
   if config.dtype not in DTYPES:
     raise ConfigError(f"config.dtype={config.dtype!r}: choose one of {', '.join(DTYPES)}.")
   attrs = tuple(config.dataset.attributes)
   if not attrs:
-    raise ConfigError("config.dataset.attributes=(): is empty; name at least one labelled "
-                      "attribute to model (e.g. 'identity,expression').")
+    raise ConfigError(
+      "config.dataset.attributes=(): is empty; name at least one labelled "
+      "attribute to model (e.g. 'identity,expression')."
+    )
   if len(set(attrs)) != len(attrs):
     raise ConfigError(f"config.dataset.attributes={attrs}: an attribute is named twice.")
   for a in attrs:
     if not isinstance(a, str) or not a or any(ch in a for ch in ", ()'\""):
       raise ConfigError(
-          f"config.dataset.attributes={attrs}: {a!r} is not an attribute name; on the command "
-          "line give a tuple: --config.dataset.attributes=\"('identity','expression')\".")
+        f"config.dataset.attributes={attrs}: {a!r} is not an attribute name; on the command "
+        "line give a tuple: --config.dataset.attributes=\"('identity','expression')\"."
+      )
   m = config.model
   if len(m.encoder_widths) != 3:
-    raise ConfigError(f"config.model.encoder_widths={tuple(m.encoder_widths)}: needs 3 widths "
-                      "(enc-1, enc-2, enc-3).")
+    raise ConfigError(
+      f"config.model.encoder_widths={tuple(m.encoder_widths)}: needs 3 widths "
+      "(enc-1, enc-2, enc-3)."
+    )
   if len(m.classifier_widths) != 2 or m.classifier_widths[-1] != m.encoder_widths[-1]:
     raise ConfigError(
-        f"config.model.classifier_widths={tuple(m.classifier_widths)}: needs 2 widths, the last "
-        f"equal to the code's channels (config.model.encoder_widths[-1]={m.encoder_widths[-1]}), "
-        "since codes enter the classifiers at their dense layer.")
+      f"config.model.classifier_widths={tuple(m.classifier_widths)}: needs 2 widths, the last "
+      f"equal to the code's channels (config.model.encoder_widths[-1]={m.encoder_widths[-1]}), "
+      "since codes enter the classifiers at their dense layer."
+    )
   if m.norm not in NORMS:
     raise ConfigError(f"config.model.norm={m.norm!r}: choose one of {', '.join(NORMS)}.")
   if len(m.decoder_up_widths) != 2:
     raise ConfigError(f"config.model.decoder_up_widths={tuple(m.decoder_up_widths)}: needs 2.")
   if not 0.0 <= config.optimizer.decay_fraction <= 1.0:
-    raise ConfigError(f"config.optimizer.decay_fraction={config.optimizer.decay_fraction}: "
-                      "must be in [0, 1].")
-  for name in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints",
-               "sample_every_steps", "num_sample_images"):
+    raise ConfigError(
+      f"config.optimizer.decay_fraction={config.optimizer.decay_fraction}: must be in [0, 1]."
+    )
+  for name in (
+    "log_every_steps",
+    "checkpoint_every_steps",
+    "keep_checkpoints",
+    "sample_every_steps",
+    "num_sample_images",
+  ):
     if config[name] < 1:
       raise ConfigError(f"config.{name}={config[name]}: must be ≥ 1.")
   if config.num_train_steps == 0 or config.num_train_steps < -1:
-    raise ConfigError(f"config.num_train_steps={config.num_train_steps}: must be ≥ 1, or -1 "
-                      "for config.num_epochs epochs.")
+    raise ConfigError(
+      f"config.num_train_steps={config.num_train_steps}: must be ≥ 1, or -1 "
+      "for config.num_epochs epochs."
+    )
   if config.eval_every_steps < 0:
-    raise ConfigError(f"config.eval_every_steps={config.eval_every_steps}: must be ≥ 0 "
-                      "(0: never).")
+    raise ConfigError(f"config.eval_every_steps={config.eval_every_steps}: must be ≥ 0 (0: never).")
   if config.dataset.num_workers < -1:
-    raise ConfigError(f"config.dataset.num_workers={config.dataset.num_workers}: must be ≥ 0, "
-                      "or -1 to choose from the machine's cores.")
+    raise ConfigError(
+      f"config.dataset.num_workers={config.dataset.num_workers}: must be ≥ 0, "
+      "or -1 to choose from the machine's cores."
+    )
   for name in ("encoder_widths", "decoder_up_widths", "classifier_widths"):
     widths = tuple(m[name])
     if not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths):
       raise ConfigError(f"config.model.{name}={widths}: widths must be integers ≥ 1.")
-  for name, least in (("num_res_blocks", 0), ("critic_base_width", 1),
-                      ("critic_max_blocks", 1)):
+  for name, least in (("num_res_blocks", 0), ("critic_base_width", 1), ("critic_max_blocks", 1)):
     if m[name] < least:
       raise ConfigError(f"config.model.{name}={m[name]}: must be ≥ {least}.")
   if config.num_epochs < 1:
-    raise ConfigError(f"config.num_epochs={config.num_epochs}: must be ≥ 1 (it counts when "
-                      "config.num_train_steps is -1).")
+    raise ConfigError(
+      f"config.num_epochs={config.num_epochs}: must be ≥ 1 (it counts when "
+      "config.num_train_steps is -1)."
+    )
   for name, value in flat_items(config.loss_weights, "loss_weights."):
     if not math.isfinite(value) or value < 0:
       raise ConfigError(f"config.{name}={value}: must be a finite number ≥ 0.")
@@ -228,5 +260,4 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if not 0.0 <= config.optimizer[name] < 1.0:
       raise ConfigError(f"config.optimizer.{name}={config.optimizer[name]}: must be in [0, 1).")
   if config.get("debug_nan_at_step", 0) < 0:
-    raise ConfigError(f"config.debug_nan_at_step={config.debug_nan_at_step}: must be ≥ 0 "
-                      "(0: off).")
+    raise ConfigError(f"config.debug_nan_at_step={config.debug_nan_at_step}: must be ≥ 0 (0: off).")

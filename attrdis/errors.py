@@ -1,22 +1,54 @@
-"""One place that turns the errors a user can cause into one-line command-line messages.
+"""Errors a user can cause, and the one way every command reports them.
 
-Every CLI (``run_train.py``, ``python -m attrdis.sample``, ...) runs its ``main`` as
+Every command (``run_train.py``, ``python -m attrdis.sample``, ``python -m attrdis.fid``, ...)
+is started by :func:`attrdis.cli.run`, which parses its absl flags and runs its ``main`` inside
+:func:`reported`. :func:`fail` is the one place that writes an error: ``error: <one line>`` on
+stderr, after the log lines so far, with no traceback, and the exit status below. It is called
 
-    from attrdis import errors
+* by the flag parser, for a bad command line;
+* by :func:`reported`, for a :class:`UserError` (any subclass, from any module), an absl flag
+  error, an ``OSError`` that names a file or a reason (disk full, permissions, a missing file),
+  ``MemoryError`` and ``KeyboardInterrupt``.
 
-    def main(argv):
-      with errors.reported():
-        ...
+Anything else is a bug, and keeps its traceback.
 
-    if __name__ == "__main__":
-      app.run(main, flags_parser=errors.parse_flags)
+Exit statuses:
 
-A known error then ends the program with ``error: <one line naming the input>`` on stderr
-(after any log lines) and a non-zero exit status, and no traceback; anything else (a bug)
-keeps its traceback. Known errors are: :class:`attrdis.configuration.ConfigError`,
-:class:`attrdis.checkpoints.CheckpointError` (and its write failures), :class:`InputError`
-(files and folders a user names: images, datasets), :class:`NonFiniteError`, absl flag
-errors, and ``OSError`` that carries a file name (disk full, permissions, missing files).
+  0    done (training: also when preempted, with a checkpoint saved);
+  1    a user error: an input, config, checkpoint, dataset or file that cannot be used;
+  2    a bad command line: an unknown flag, a bad or missing flag value, flags that do not go
+       together, missing or extra positional arguments (absl's flag errors,
+       :class:`CommandLineError`);
+  3    training stopped on a non-finite loss (:class:`NonFiniteError`);
+  130  interrupted by Ctrl-C (training: by a second Ctrl-C; the first one saves a checkpoint
+       and ends with 0).
+
+A bug ends with Python's own status 1 and its traceback.
+
+Every user-caused error derives from :class:`UserError`, whose ``exit_status`` says which of
+the above it ends with; each keeps the builtin base that callers may catch::
+
+  UserError                                     (1)  errors
+  ├── CommandLineError                          (2)  errors
+  ├── NonFiniteError, FloatingPointError        (3)  errors
+  ├── InputError, ValueError                         errors: a file, folder or value given
+  │   ├── SourceError                                image_io: images to sample from
+  │   ├── SamplingError                              sampling
+  │   ├── WorkdirBusyError                           workdir_lock
+  │   ├── FolderDataError                            datasets/labelled_images
+  │   └── labelled_images.BadImageError (also a vendor.BadImageError)
+  ├── ConfigError, ValueError                        configuration
+  ├── CheckpointError, RuntimeError                  checkpoints
+  │   └── CheckpointWriteError                       checkpoints
+  ├── FIDError                                       fid
+  ├── WeightsError, ValueError                       inception
+  ├── UnsafePickleError, pickle.UnpicklingError      inception
+  ├── BenchmarkError, RuntimeError                   benchmark
+  ├── EvaluationError, ValueError                    evaluation/context
+  ├── EvalClassifierError, RuntimeError              evaluation/networks
+  ├── MissingManualDataError, FileNotFoundError      datasets/vendor
+  ├── BadImageError, ValueError                      datasets/vendor
+  └── NotEnoughSubjectsError, ValueError             datasets/vendor
 
 For image files read on a user's behalf, wrap the read and turn PIL's errors into an
 :class:`InputError` that names the file with :func:`image_error`::
@@ -28,20 +60,16 @@ For image files read on a user's behalf, wrap the read and turn PIL's errors int
       raise errors.image_error(path, e) from None
 
 and reject modes the model cannot take with ``errors.unsupported_image_mode(path, im)``.
-
-Exit statuses: 0 finished (or preempted with a checkpoint saved), 1 a known error, 2 a
-bad command line, 3 training stopped on a non-finite loss, 130 a second Ctrl-C.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
 import sys
-import warnings
 
+EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_NONFINITE = 3
@@ -50,12 +78,27 @@ EXIT_INTERRUPTED = 130
 _MAX_LEN = 600
 
 
-class InputError(ValueError):
+class UserError(Exception):
+  """An error the user caused and can act on; its message says what to do. A command ends
+  with it as one ``error:`` line and ``exit_status``."""
+
+  exit_status = EXIT_ERROR
+
+
+class CommandLineError(UserError):
+  """A command line that cannot be run (flags that do not go together, missing arguments)."""
+
+  exit_status = EXIT_USAGE
+
+
+class InputError(UserError, ValueError):
   """A file, folder or value a user gave that cannot be used; the message names it."""
 
 
-class NonFiniteError(FloatingPointError):
+class NonFiniteError(UserError, FloatingPointError):
   """Training produced a non-finite loss or update (and was asked to stop on it)."""
+
+  exit_status = EXIT_NONFINITE
 
   def __init__(self, message: str, step: int, terms: tuple[str, ...]):
     super().__init__(message)
@@ -76,7 +119,7 @@ def one_line(text: str) -> str:
   inner = [m.group(1) for m in map(_EXC_LINE.match, lines[1:]) if m]
   text = f"{lines[0].rstrip(':')}: {inner[-1]}" if inner else " ".join(lines)
   text = re.sub(r"\s+", " ", text)
-  return text if len(text) <= _MAX_LEN else text[:_MAX_LEN - 3] + "..."
+  return text if len(text) <= _MAX_LEN else text[: _MAX_LEN - 3] + "..."
 
 
 _ERRNO = re.compile(r"\[Errno \d+\] ([^:\n]+)")
@@ -98,18 +141,17 @@ def os_reason(e: BaseException) -> str:
   return found[-1].strip() if found else one_line(str(e))
 
 
-def message(exc: BaseException) -> str | None:
-  """The one-line message for a known (user-caused) error, or None for anything else."""
-  # Imported here so that importing this module stays cheap (CLIs parse flags first).
+def _command_line_errors() -> tuple[type, ...]:
+  # Imported here so that importing this module stays cheap (configs import it).
+  from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
-  from attrdis.configuration import ConfigError  # pylint: disable=g-import-not-at-top
-  known: tuple[type, ...] = (ConfigError, InputError, NonFiniteError)
-  checkpoints = sys.modules.get("attrdis.checkpoints")
-  if checkpoints is not None:
-    known += (checkpoints.CheckpointError,)
-  if isinstance(exc, known):
-    return one_line(str(exc))
-  if isinstance(exc, flags.Error):
+
+  return (flags.Error, app.UsageError)
+
+
+def message(exc: BaseException) -> str | None:
+  """The one-line message of a known error (see the module docstring), None for a bug."""
+  if isinstance(exc, UserError) or isinstance(exc, _command_line_errors()):
     return one_line(str(exc))
   if isinstance(exc, MemoryError):
     return "out of host memory; use a smaller config.batch_size or image_size."
@@ -119,19 +161,20 @@ def message(exc: BaseException) -> str | None:
 
 
 def exit_status(exc: BaseException) -> int:
-  if isinstance(exc, NonFiniteError):
-    return EXIT_NONFINITE
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  if isinstance(exc, flags.Error):
+  """The exit status a known error ends its command with."""
+  if isinstance(exc, UserError):
+    return exc.exit_status
+  if isinstance(exc, _command_line_errors()):
     return EXIT_USAGE
   return EXIT_ERROR
 
 
 def fail(text: str, status: int = EXIT_ERROR) -> None:
-  """Ends the program with ``error: text`` (one line) on stderr."""
+  """Ends the program with ``error: text`` (one line) on stderr, after the log lines so far."""
   try:
-    from absl import logging  # pylint: disable=g-import-not-at-top
-    logging.flush()
+    from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+
+    absl_logging.flush()
   except Exception:  # pylint: disable=broad-except
     pass
   sys.stdout.flush()
@@ -140,106 +183,23 @@ def fail(text: str, status: int = EXIT_ERROR) -> None:
   raise SystemExit(status)
 
 
-def _orbax_origin(record) -> bool:
-  if f"{os.sep}orbax{os.sep}" in (record.pathname or ""):
-    return True
-  tb = record.exc_info[2] if record.exc_info else None
-  while tb is not None:
-    if f"{os.sep}orbax{os.sep}" in tb.tb_frame.f_code.co_filename:
-      return True
-    tb = tb.tb_next
-  return False
-
-
-class _QuietCheckpointFailures(logging.Filter):
-  """A failed checkpoint write is reported once, as the CLI's ``error:`` line: Orbax's
-  background threads log it with a traceback (kept: the message; dropped: the traceback),
-  and asyncio logs each of the write's unretrieved futures again (dropped)."""
-
-  def filter(self, record):
-    if record.name == "asyncio" and "orbax-checkpoint-tmp" in record.getMessage():
-      return False
-    if record.exc_info and _orbax_origin(record):
-      if record.name == "asyncio":
-        return False
-      record.exc_info, record.exc_text = None, None
-    return True
-
-
-_QUIET = _QuietCheckpointFailures()
-
-
-def _late_callback_noise(exc_type, exc, tb) -> bool:
-  """Tensorstore writes that finish after Orbax closed the event loop of a failed save call
-  ``loop.call_soon_threadsafe`` from C, which reports "RuntimeError: Event loop is closed"
-  as an unraisable exception, once per write still in flight."""
-  tb = tb if tb is not None else getattr(exc, "__traceback__", None)
-  if exc_type is not RuntimeError or str(exc) != "Event loop is closed" or tb is None:
-    return False
-  return tb.tb_frame.f_code.co_name == "call_soon_threadsafe"
-
-
-def _install_quiet_hooks() -> None:
-  for name in ("absl", "asyncio"):
-    if _QUIET not in logging.getLogger(name).filters:
-      logging.getLogger(name).addFilter(_QUIET)
-  if getattr(sys.unraisablehook, "_attrdis_quiet", False):
-    return
-  original_except, original_unraisable = sys.excepthook, sys.unraisablehook
-
-  def excepthook(exc_type, exc, tb):
-    if not _late_callback_noise(exc_type, exc, tb):
-      original_except(exc_type, exc, tb)
-
-  def unraisablehook(unraisable):
-    if not _late_callback_noise(unraisable.exc_type, unraisable.exc_value,
-                                unraisable.exc_traceback):
-      original_unraisable(unraisable)
-
-  excepthook._attrdis_quiet = True  # pylint: disable=protected-access
-  unraisablehook._attrdis_quiet = True  # pylint: disable=protected-access
-  sys.excepthook, sys.unraisablehook = excepthook, unraisablehook
-  warnings.filterwarnings("ignore", message=r"coroutine .* was never awaited",
-                          category=RuntimeWarning)
-
-
 @contextlib.contextmanager
 def reported():
-  """Runs the body; a known error ends the program with its one-line message. (For CLIs:
-  it also keeps the library noise of a failed checkpoint write, tracebacks from background
-  threads, out of the output, for the rest of the process.)"""
-  _install_quiet_hooks()
+  """Runs the body; a known error (see the module docstring) ends the program with its
+  ``error:`` line and exit status, KeyboardInterrupt with status 130; a bug propagates."""
   try:
     yield
-  except KeyboardInterrupt:
-    fail("interrupted (nothing saved after the last checkpoint).", EXIT_INTERRUPTED)
+  except KeyboardInterrupt as e:
+    detail = one_line(str(e))
+    fail(f"interrupted ({detail})." if detail else "interrupted.", EXIT_INTERRUPTED)
   except Exception as e:  # pylint: disable=broad-except
     text = message(e)
     if text is None:
       raise
-    # The error line is the last word: library threads still winding down (an async
+    # The error line is the last word: library threads still winding down (an asynchronous
     # checkpoint write that failed, say) log nothing after it.
     logging.disable(logging.CRITICAL)
     fail(text, exit_status(e))
-
-
-def parse_flags(argv):
-  """An ``app.run`` flags parser whose errors are one ``error:`` line (exit status 2)."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    fail(f"{one_line(str(e))} (see --helpshort)", EXIT_USAGE)
-  except (AttributeError, KeyError) as e:
-    # ml_collections' config flags raise these for an override of a field that does not
-    # exist (--config.no_such_field=1); name the argument.
-    field = str(e).strip("\"' ")
-    culprits = [a.split("=", 1)[0] for a in argv[1:]
-                if a.startswith("--") and re.search(rf"\.{re.escape(field)}(\.|=|$)",
-                                                     a.split("=", 1)[0])]
-    shown = culprits[0] if culprits else f"field {field!r}"
-    fail(f"{shown}: no such config field ({field!r}); see the config file for the field "
-         "names", EXIT_USAGE)
 
 
 def image_error(path, exc: BaseException) -> InputError:
@@ -265,9 +225,19 @@ def image_error(path, exc: BaseException) -> InputError:
 
 def unsupported_image_mode(path, image, allowed=("RGB",)) -> InputError:
   """An InputError naming ``path`` and its mode, for images of a mode the caller rejects."""
-  depth = {"I;16": "16-bit", "I": "32-bit integer", "F": "32-bit float",
-           "L": "8-bit grayscale", "LA": "grayscale with alpha", "RGBA": "RGB with alpha",
-           "P": "palette", "1": "1-bit", "CMYK": "CMYK"}.get(image.mode, image.mode)
-  return InputError(f"{path}: image mode {image.mode} ({depth}) is not supported; give "
-                    f"{' or '.join(allowed)} images (e.g. convert with PIL: "
-                    "Image.open(p).convert('RGB').save(q)).")
+  depth = {
+    "I;16": "16-bit",
+    "I": "32-bit integer",
+    "F": "32-bit float",
+    "L": "8-bit grayscale",
+    "LA": "grayscale with alpha",
+    "RGBA": "RGB with alpha",
+    "P": "palette",
+    "1": "1-bit",
+    "CMYK": "CMYK",
+  }.get(image.mode, image.mode)
+  return InputError(
+    f"{path}: image mode {image.mode} ({depth}) is not supported; give "
+    f"{' or '.join(allowed)} images (e.g. convert with PIL: "
+    "Image.open(p).convert('RGB').save(q))."
+  )

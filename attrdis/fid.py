@@ -1,4 +1,4 @@
-"""Fréchet Inception Distance, as pytorch-fid computes it, in JAX (docs/design.md §4.5).
+r"""Fréchet Inception Distance, as pytorch-fid computes it, in JAX (docs/design.md §4.5).
 
 Library:
 
@@ -27,12 +27,12 @@ With ``--save-stats`` the statistics of PATH1 are written to PATH2 (an .npz that
 features (PATHs: folders, or .npz files saved with ``--save-stats --kid``, which hold the
 features too); ``--kid-subsets``, ``--kid-subset-size`` change N and M.
 ``--weights`` takes pytorch-fid's ``.pth`` (read without torch) or an ``.npz`` of the same state
-dict; it is not needed when both paths are .npz statistics.
+dict; it is not needed when both paths are .npz statistics. ``--help`` lists the flags; an error
+is one ``error: ...`` line (status 1; 2 for a bad command line).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import logging
@@ -41,12 +41,16 @@ import pathlib
 import sys
 from typing import Callable, Iterable, Sequence
 
+from absl import flags
+from absl import logging as absl_logging
 import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
 from PIL import Image
 
+from attrdis import cli
+from attrdis import errors
 from attrdis import inception
 from attrdis.inception import FID_WEIGHTS_FILENAME, FID_WEIGHTS_URL
 
@@ -57,8 +61,8 @@ IMAGE_EXTENSIONS = ("bmp", "jpg", "jpeg", "pgm", "png", "ppm", "tif", "tiff", "w
 DEFAULT_BATCH_SIZE = 50
 
 
-class FIDError(Exception):
-  """A user-facing problem (bad path, unreadable image, …); the CLI prints it as one line."""
+class FIDError(errors.UserError):
+  """A user-facing problem (bad path, unreadable image, …); the command prints it as one line."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -78,7 +82,10 @@ def compute_statistics(features) -> tuple[np.ndarray, np.ndarray]:
 
 def _check_stats(mu1, sigma1, mu2, sigma2, xp=np, dtype=np.float64):
   mu1, mu2 = xp.atleast_1d(xp.asarray(mu1, dtype)), xp.atleast_1d(xp.asarray(mu2, dtype))
-  sigma1, sigma2 = xp.atleast_2d(xp.asarray(sigma1, dtype)), xp.atleast_2d(xp.asarray(sigma2, dtype))
+  sigma1, sigma2 = (
+    xp.atleast_2d(xp.asarray(sigma1, dtype)),
+    xp.atleast_2d(xp.asarray(sigma2, dtype)),
+  )
   d = mu1.shape[0]
   if mu1.ndim != 1 or mu2.shape != (d,):
     raise ValueError(f"means have different or bad shapes: {mu1.shape}, {mu2.shape}")
@@ -115,8 +122,12 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     if not np.all(np.isfinite(a)):
       raise ValueError(f"{name} has non-finite values")
   diff = mu1 - mu2
-  return max(0.0, float(diff @ diff + np.trace(sigma1) + np.trace(sigma2)
-                        - 2.0 * trace_sqrt_product(sigma1, sigma2)))
+  return max(
+    0.0,
+    float(
+      diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_sqrt_product(sigma1, sigma2)
+    ),
+  )
 
 
 _HI = jax.lax.Precision.HIGHEST
@@ -133,7 +144,8 @@ def _frechet_distance_jnp(mu1, sigma1, mu2, sigma2):
   tr_covmean = jnp.sum(jnp.sqrt(jnp.clip(ev, 0.0)))
   diff = mu1 - mu2
   return jnp.maximum(
-      jnp.dot(diff, diff, precision=_HI) + jnp.trace(s1) + jnp.trace(s2) - 2.0 * tr_covmean, 0.0)
+    jnp.dot(diff, diff, precision=_HI) + jnp.trace(s1) + jnp.trace(s2) - 2.0 * tr_covmean, 0.0
+  )
 
 
 def frechet_distance_jnp(mu1, sigma1, mu2, sigma2, dtype=jnp.float64) -> jax.Array:
@@ -191,6 +203,7 @@ _KID_GRAM_MAX_POINTS = 6000
 class KID:
   """KID: the mean of the unbiased MMD² estimates over ``num_subsets`` subsets of
   ``subset_size`` images of each set, and their standard deviation (ddof = 0)."""
+
   kid: float
   std: float
   subset_size: int
@@ -205,9 +218,11 @@ def polynomial_kernel(x, y) -> np.ndarray:
 
 def _mmd2(kxx: np.ndarray, kyy: np.ndarray, kxy: np.ndarray) -> float:
   m, n = kxx.shape[0], kyy.shape[0]
-  return float((kxx.sum() - np.trace(kxx)) / (m * (m - 1))
-               + (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
-               - 2.0 * kxy.mean())
+  return float(
+    (kxx.sum() - np.trace(kxx)) / (m * (m - 1))
+    + (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
+    - 2.0 * kxy.mean()
+  )
 
 
 def mmd2_unbiased(x, y) -> float:
@@ -217,27 +232,38 @@ def mmd2_unbiased(x, y) -> float:
   return _mmd2(polynomial_kernel(x, x), polynomial_kernel(y, y), polynomial_kernel(x, y))
 
 
-def kid_subsets(n1: int, n2: int, num_subsets: int = KID_NUM_SUBSETS,
-                subset_size: int = KID_SUBSET_SIZE, seed: int = 0
-               ) -> list[tuple[np.ndarray, np.ndarray]]:
+def kid_subsets(
+  n1: int,
+  n2: int,
+  num_subsets: int = KID_NUM_SUBSETS,
+  subset_size: int = KID_SUBSET_SIZE,
+  seed: int = 0,
+) -> list[tuple[np.ndarray, np.ndarray]]:
   """The (rows of set 1, rows of set 2) of each subset :func:`kid_from_features` uses: size
   m = min(subset_size, n₁, n₂), drawn without replacement by ``numpy.random.default_rng(seed)``.
   When m = n₁ = n₂ every subset is the whole of both sets, so there is one."""
   if num_subsets < 1 or subset_size < 2:
-    raise ValueError(f"KID needs num_subsets ≥ 1 and subset_size ≥ 2, got {num_subsets}, "
-                     f"{subset_size}")
+    raise ValueError(
+      f"KID needs num_subsets ≥ 1 and subset_size ≥ 2, got {num_subsets}, {subset_size}"
+    )
   m = min(subset_size, n1, n2)
   if m < 2:
     raise ValueError(f"KID needs at least 2 samples in each set, got {n1} and {n2}")
   if m == n1 == n2:
     return [(np.arange(n1), np.arange(n2))]
   rng = np.random.default_rng(seed)
-  return [(rng.choice(n1, m, replace=False), rng.choice(n2, m, replace=False))
-          for _ in range(num_subsets)]
+  return [
+    (rng.choice(n1, m, replace=False), rng.choice(n2, m, replace=False)) for _ in range(num_subsets)
+  ]
 
 
-def kid_from_features(features1, features2, num_subsets: int = KID_NUM_SUBSETS,
-                      subset_size: int = KID_SUBSET_SIZE, seed: int = 0) -> KID:
+def kid_from_features(
+  features1,
+  features2,
+  num_subsets: int = KID_NUM_SUBSETS,
+  subset_size: int = KID_SUBSET_SIZE,
+  seed: int = 0,
+) -> KID:
   """KID between two feature sets (n₁, d) and (n₂, d): the unbiased MMD² (cubic polynomial
   kernel, :func:`mmd2_unbiased`) averaged over the subsets of :func:`kid_subsets`; float64."""
   x, y = np.asarray(features1, np.float64), np.asarray(features2, np.float64)
@@ -258,9 +284,11 @@ def kid_from_features(features1, features2, num_subsets: int = KID_NUM_SUBSETS,
 
 
 def missing_weights_message(path) -> str:
-  return (f"FID weights not found: {path!s}. Give --weights=PATH to pytorch-fid's "
-          f"{FID_WEIGHTS_FILENAME} (published at {FID_WEIGHTS_URL}; it cannot be downloaded at "
-          "run time here, fetch it elsewhere and pass its path)")
+  return (
+    f"FID weights not found: {path!s}. Give --weights=PATH to pytorch-fid's "
+    f"{FID_WEIGHTS_FILENAME} (published at {FID_WEIGHTS_URL}; it cannot be downloaded at "
+    "run time here, fetch it elsewhere and pass its path)"
+  )
 
 
 def load_weights(path) -> dict:
@@ -292,8 +320,9 @@ class InceptionFeatureExtractor:
   compiled once per image size; the output is float32 (n, 2048).
   """
 
-  def __init__(self, variables: dict, batch_size: int = DEFAULT_BATCH_SIZE,
-               precision=jax.lax.Precision.HIGHEST):
+  def __init__(
+    self, variables: dict, batch_size: int = DEFAULT_BATCH_SIZE, precision=jax.lax.Precision.HIGHEST
+  ):
     if batch_size < 1:
       raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
     self.variables = jax.device_put(variables)
@@ -328,10 +357,11 @@ class InceptionFeatureExtractor:
     if n == 0:
       return np.zeros((0, inception.FEATURE_DIM), np.float32)
     bs = min(self.batch_size, n)
-    return np.concatenate([self._run_batch(images[i:i + bs], bs) for i in range(0, n, bs)])
+    return np.concatenate([self._run_batch(images[i : i + bs], bs) for i in range(0, n, bs)])
 
-  def features_of_files(self, files: Sequence[os.PathLike | str], log_every: int = 10,
-                        name: str = "") -> np.ndarray:
+  def features_of_files(
+    self, files: Sequence[os.PathLike | str], log_every: int = 10, name: str = ""
+  ) -> np.ndarray:
     """Features of image files (read as RGB like pytorch-fid), streamed batch by batch.
 
     Logs progress every ``log_every`` batches (and at the end) at INFO level.
@@ -342,7 +372,7 @@ class InceptionFeatureExtractor:
     out = []
     n_batches = (n + bs - 1) // bs
     for b, i in enumerate(range(0, n, bs)):
-      images = [read_image(p) for p in files[i:i + bs]]
+      images = [read_image(p) for p in files[i : i + bs]]
       # A batch can only hold one image size: run each same-size run separately.
       start = 0
       while start < len(images):
@@ -371,8 +401,9 @@ def read_image(path) -> np.ndarray:
 def list_images(folder) -> list[pathlib.Path]:
   """Image files directly in ``folder`` (not recursive), sorted; FIDError if there are none."""
   folder = pathlib.Path(folder)
-  files = sorted(p for p in folder.iterdir()
-                 if p.is_file() and p.suffix[1:].lower() in IMAGE_EXTENSIONS)
+  files = sorted(
+    p for p in folder.iterdir() if p.is_file() and p.suffix[1:].lower() in IMAGE_EXTENSIONS
+  )
   if not files:
     raise FIDError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {folder}")
   if len(files) < 2:
@@ -380,8 +411,12 @@ def list_images(folder) -> list[pathlib.Path]:
   return files
 
 
-def fid_from_images(images1, images2, extractor: InceptionFeatureExtractor,
-                    value_range: tuple[float, float] = (0.0, 1.0)) -> float:
+def fid_from_images(
+  images1,
+  images2,
+  extractor: InceptionFeatureExtractor,
+  value_range: tuple[float, float] = (0.0, 1.0),
+) -> float:
   """FID between two image arrays (N, H, W, C) — e.g. generated vs real, in ``value_range``."""
   return fid_from_features(extractor(images1, value_range), extractor(images2, value_range))
 
@@ -412,8 +447,9 @@ def _stats_or_features(path, get_extractor, log_every):
   return "features", get_extractor().features_of_files(files, log_every=log_every, name=str(path))
 
 
-def statistics_of_path(path, get_extractor: Callable[[], InceptionFeatureExtractor],
-                       log_every: int = 10) -> tuple[np.ndarray, np.ndarray]:
+def statistics_of_path(
+  path, get_extractor: Callable[[], InceptionFeatureExtractor], log_every: int = 10
+) -> tuple[np.ndarray, np.ndarray]:
   """(mu, sigma) of an .npz of statistics or of a folder of images."""
   kind, value = _stats_or_features(path, get_extractor, log_every)
   return value if kind == "stats" else compute_statistics(value)
@@ -431,11 +467,13 @@ def _extractor_factory(weights, batch_size) -> Callable[[], InceptionFeatureExtr
   @functools.lru_cache(maxsize=None)
   def get():
     return InceptionFeatureExtractor(load_weights(weights), batch_size)
+
   return get
 
 
-def fid_of_paths(path1, path2, weights=None, batch_size: int = DEFAULT_BATCH_SIZE,
-                 log_every: int = 10) -> float:
+def fid_of_paths(
+  path1, path2, weights=None, batch_size: int = DEFAULT_BATCH_SIZE, log_every: int = 10
+) -> float:
   """FID between two paths (folders of images or .npz of mu/sigma), like pytorch-fid."""
   paths = [str(path1), str(path2)]
   _check_exists(paths)
@@ -461,8 +499,10 @@ def load_features(path) -> np.ndarray:
   try:
     with np.load(path, allow_pickle=False) as f:
       if "features" not in f.files:
-        raise FIDError(f"{path}: KID needs the images' features and this .npz holds only "
-                       "statistics; give the folder, or save the .npz with --save-stats --kid")
+        raise FIDError(
+          f"{path}: KID needs the images' features and this .npz holds only "
+          "statistics; give the folder, or save the .npz with --save-stats --kid"
+        )
       return np.asarray(f["features"])
   except (OSError, ValueError) as e:
     raise FIDError(f"{path}: cannot read features: {e}") from None
@@ -471,13 +511,19 @@ def load_features(path) -> np.ndarray:
 def _features_of_path(path, get_extractor, log_every) -> np.ndarray:
   if _is_stats(path):
     return load_features(path)
-  return get_extractor().features_of_files(list_images(path), log_every=log_every,
-                                           name=str(path))
+  return get_extractor().features_of_files(list_images(path), log_every=log_every, name=str(path))
 
 
-def fid_kid_of_paths(path1, path2, weights=None, batch_size: int = DEFAULT_BATCH_SIZE,
-                     log_every: int = 10, num_subsets: int = KID_NUM_SUBSETS,
-                     subset_size: int = KID_SUBSET_SIZE, seed: int = 0) -> tuple[float, KID]:
+def fid_kid_of_paths(
+  path1,
+  path2,
+  weights=None,
+  batch_size: int = DEFAULT_BATCH_SIZE,
+  log_every: int = 10,
+  num_subsets: int = KID_NUM_SUBSETS,
+  subset_size: int = KID_SUBSET_SIZE,
+  seed: int = 0,
+) -> tuple[float, KID]:
   """FID and KID between two paths (folders of images, or .npz with ``features``) from the
   same Inception features."""
   paths = [str(path1), str(path2)]
@@ -497,8 +543,14 @@ def fid_kid_of_paths(path1, path2, weights=None, batch_size: int = DEFAULT_BATCH
     raise FIDError(f"cannot compare {paths[0]} and {paths[1]}: {e}") from None
 
 
-def save_statistics(path, output, weights=None, batch_size: int = DEFAULT_BATCH_SIZE,
-                    log_every: int = 10, with_features: bool = False) -> str:
+def save_statistics(
+  path,
+  output,
+  weights=None,
+  batch_size: int = DEFAULT_BATCH_SIZE,
+  log_every: int = 10,
+  with_features: bool = False,
+) -> str:
   """Writes mu/sigma of ``path`` to ``output`` (.npz appended if missing); returns the file name.
   ``with_features`` also writes the features themselves (``features``, what KID needs)."""
   path, output = str(path), str(output)
@@ -522,31 +574,45 @@ def save_statistics(path, output, weights=None, batch_size: int = DEFAULT_BATCH_
   return output
 
 
-def _parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(
-      prog="python -m attrdis.fid",
-      description="Fréchet Inception Distance between two folders of images (or .npz statistics), "
-                  "with pytorch-fid's FID Inception-V3 weights, computed in JAX.")
-  p.add_argument("path", nargs=2, metavar="PATH",
-                 help="a folder of images or an .npz with 'mu' and 'sigma'")
-  p.add_argument("--weights", metavar="FILE",
-                 help=f"pytorch-fid's {FID_WEIGHTS_FILENAME} (or an .npz of that state dict); "
-                      f"published at {FID_WEIGHTS_URL}")
-  p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
-  p.add_argument("--save-stats", action="store_true",
-                 help="compute the statistics of the first path and save them to the second")
-  p.add_argument("--log-every", type=int, default=10, metavar="N",
-                 help="report progress every N batches (on stderr)")
-  p.add_argument("--kid", action="store_true",
-                 help="also print the Kernel Inception Distance from the same features (needs "
-                      "folders of images, or .npz files saved with --save-stats --kid); with "
-                      "--save-stats, also save the features")
-  p.add_argument("--kid-subsets", type=int, default=KID_NUM_SUBSETS, metavar="N",
-                 help=f"KID: number of subsets (default {KID_NUM_SUBSETS})")
-  p.add_argument("--kid-subset-size", type=int, default=KID_SUBSET_SIZE, metavar="M",
-                 help=f"KID: images per subset, at most the smaller set (default "
-                      f"{KID_SUBSET_SIZE})")
-  return p
+FLAGS = flags.FlagValues()
+# pytorch-fid's spellings (hyphens; "--batch-size 50" or "--batch-size=50").
+flags.DEFINE_string(
+  "weights",
+  None,
+  f"pytorch-fid's {FID_WEIGHTS_FILENAME} (or an .npz of that state dict); "
+  f"published at {FID_WEIGHTS_URL}",
+  flag_values=FLAGS,
+)
+flags.DEFINE_integer(
+  "batch-size", DEFAULT_BATCH_SIZE, "Images per batch.", lower_bound=1, flag_values=FLAGS
+)
+flags.DEFINE_bool(
+  "save-stats",
+  False,
+  "Compute the statistics of the first path and save them to the second.",
+  flag_values=FLAGS,
+)
+flags.DEFINE_integer(
+  "log-every", 10, "Report progress every N batches (on stderr).", lower_bound=1, flag_values=FLAGS
+)
+flags.DEFINE_bool(
+  "kid",
+  False,
+  "Also print the Kernel Inception Distance from the same features (needs "
+  "folders of images, or .npz files saved with --save-stats --kid); with "
+  "--save-stats, also save the features.",
+  flag_values=FLAGS,
+)
+flags.DEFINE_integer(
+  "kid-subsets", KID_NUM_SUBSETS, "KID: number of subsets.", lower_bound=1, flag_values=FLAGS
+)
+flags.DEFINE_integer(
+  "kid-subset-size",
+  KID_SUBSET_SIZE,
+  "KID: images per subset, at most the smaller set.",
+  lower_bound=2,
+  flag_values=FLAGS,
+)
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -562,40 +628,47 @@ class _StderrHandler(logging.StreamHandler):
     del value  # always sys.stderr
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-  args = _parser().parse_args(argv)
-  if args.batch_size < 1:
-    print("error: --batch-size must be at least 1", file=sys.stderr)
-    return 2
-  if args.kid_subsets < 1 or args.kid_subset_size < 2:
-    print("error: --kid-subsets must be at least 1 and --kid-subset-size at least 2",
-          file=sys.stderr)
-    return 2
+def main(argv: Sequence[str]) -> None:
+  """absl's main: ``argv[1:]`` are the two paths."""
+  paths = argv[1:]
+  if len(paths) != 2:
+    raise errors.CommandLineError(
+      f"give two paths (folders of images or .npz statistics), got {len(paths)}"
+      + (f": {' '.join(paths)}" if paths else "")
+    )
   if not logger.handlers:
     handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(handler)
+    logger.propagate = False  # absl's handler on the root logger would print them again
   logger.setLevel(logging.INFO)
-  try:
-    if args.save_stats:
-      out = save_statistics(args.path[0], args.path[1], args.weights, args.batch_size,
-                            args.log_every, with_features=args.kid)
-      print(f"Saved statistics{' and features' if args.kid else ''} of {args.path[0]} to {out}")
-    elif args.kid:
-      fid, kid = fid_kid_of_paths(args.path[0], args.path[1], args.weights, args.batch_size,
-                                  args.log_every, args.kid_subsets, args.kid_subset_size)
-      print(f"FID: {fid}")
-      print(f"KID: {kid.kid} (std {kid.std} over {kid.num_subsets} subsets of "
-            f"{kid.subset_size} images)")
-    else:
-      fid = fid_of_paths(args.path[0], args.path[1], args.weights, args.batch_size,
-                         args.log_every)
-      print(f"FID: {fid}")
-  except FIDError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
-  return 0
+  # Like pytorch-fid: the progress lines above, not the INFO lines of JAX and absl.
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  weights = FLAGS.weights
+  batch_size, log_every = FLAGS["batch-size"].value, FLAGS["log-every"].value
+  if FLAGS["save-stats"].value:
+    out = save_statistics(
+      paths[0], paths[1], weights, batch_size, log_every, with_features=FLAGS.kid
+    )
+    print(f"Saved statistics{' and features' if FLAGS.kid else ''} of {paths[0]} to {out}")
+  elif FLAGS.kid:
+    fid, kid = fid_kid_of_paths(
+      paths[0],
+      paths[1],
+      weights,
+      batch_size,
+      log_every,
+      FLAGS["kid-subsets"].value,
+      FLAGS["kid-subset-size"].value,
+    )
+    print(f"FID: {fid}")
+    print(
+      f"KID: {kid.kid} (std {kid.std} over {kid.num_subsets} subsets of {kid.subset_size} images)"
+    )
+  else:
+    fid = fid_of_paths(paths[0], paths[1], weights, batch_size, log_every)
+    print(f"FID: {fid}")
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.run(main, FLAGS, positional=True)

@@ -25,25 +25,39 @@ from PIL import Image
 from attrdis import errors
 from attrdis import input_pipeline
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp",
-                    ".ppm", ".pgm")
+IMAGE_EXTENSIONS = (
+  ".png",
+  ".jpg",
+  ".jpeg",
+  ".bmp",
+  ".gif",
+  ".tif",
+  ".tiff",
+  ".webp",
+  ".ppm",
+  ".pgm",
+)
 SPLIT_PREFIX = "split:"
-_SPLIT_RE = re.compile(r"(?P<name>[A-Za-z0-9_\-]+)"
-                       r"(?:\[(?:(?P<index>-?\d+)|(?P<start>-?\d*):(?P<stop>-?\d*))\])?")
+_SPLIT_RE = re.compile(
+  r"(?P<name>[A-Za-z0-9_\-]+)"
+  r"(?:\[(?:(?P<index>-?\d+)|(?P<start>-?\d*):(?P<stop>-?\d*))\])?"
+)
 
 
 # Modes that convert to RGB faithfully; 16-bit and float images would be clipped silently.
 CONVERTIBLE_MODES = ("RGB", "RGBA", "RGBX", "L", "LA", "P", "PA", "1", "CMYK", "YCbCr")
 
 
-class InputError(errors.InputError):
-  """An input that cannot be used; the message is one line and names it."""
+class SourceError(errors.InputError):
+  """An image, folder or split given to sample from that cannot be used; the message is one
+  line and names it."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Inputs:
   """Model inputs: ``images`` float32 (n, S, S, 3) in [-1, 1]; ``names`` (file path or
   ``split[i]``); ``labels`` int32 (n, M), -1 where not known (user images)."""
+
   images: np.ndarray
   names: tuple[str, ...]
   labels: np.ndarray
@@ -76,8 +90,9 @@ def stored_image_size(config: ml_collections.ConfigDict, builder=None) -> int:
     return int(config.image_size)
 
 
-def load_image(path: str, config: ml_collections.ConfigDict,
-               stored_size: int | None = None) -> np.ndarray:
+def load_image(
+  path: str, config: ml_collections.ConfigDict, stored_size: int | None = None
+) -> np.ndarray:
   """One image file as a model input, float32 (S, S, 3) in [-1, 1]."""
   size = stored_size or int(config.image_size)
   try:
@@ -85,12 +100,12 @@ def load_image(path: str, config: ml_collections.ConfigDict,
       img.load()
       if img.mode not in CONVERTIBLE_MODES:
         why = errors.unsupported_image_mode(path, img, ("RGB", "RGBA", "L", "P"))
-        raise InputError(f"cannot read image {why}")
+        raise SourceError(f"cannot read image {why}")
       pixels = preprocess_fn(config)(img, size)
-  except InputError:
+  except SourceError:
     raise
   except Exception as e:  # PIL raises many kinds for broken files  pylint: disable=broad-except
-    raise InputError(f"cannot read image {errors.image_error(path, e)}") from None
+    raise SourceError(f"cannot read image {errors.image_error(path, e)}") from None
   return input_pipeline.to_model_image(np.asarray(pixels, np.uint8), int(config.image_size))
 
 
@@ -99,12 +114,16 @@ def list_images(folder: str) -> list[str]:
   try:
     names = sorted(os.listdir(folder))
   except OSError as e:
-    raise InputError(f"cannot read folder {folder}: {e.strerror}") from None
-  files = [os.path.join(folder, n) for n in names
-           if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith(".")
-           and os.path.isfile(os.path.join(folder, n))]
+    raise SourceError(f"cannot read folder {folder}: {e.strerror}") from None
+  files = [
+    os.path.join(folder, n)
+    for n in names
+    if n.lower().endswith(IMAGE_EXTENSIONS)
+    and not n.startswith(".")
+    and os.path.isfile(os.path.join(folder, n))
+  ]
   if not files:
-    raise InputError(f"folder {folder} has no images ({', '.join(IMAGE_EXTENSIONS)})")
+    raise SourceError(f"folder {folder} has no images ({', '.join(IMAGE_EXTENSIONS)})")
   return files
 
 
@@ -127,8 +146,10 @@ def parse_split(spec: str) -> tuple[str, slice]:
   """``NAME``, ``NAME[a:b]`` or ``NAME[i]`` (after ``split:``) → (NAME, slice)."""
   m = _SPLIT_RE.fullmatch(spec.strip())
   if not m:
-    raise InputError(f"cannot parse split {spec!r}: write split:NAME, split:NAME[a:b] or "
-                     "split:NAME[i], e.g. split:test[:8]")
+    raise SourceError(
+      f"cannot parse split {spec!r}: write split:NAME, split:NAME[a:b] or "
+      "split:NAME[i], e.g. split:test[:8]"
+    )
   if m["index"] is not None:
     i = int(m["index"])
     return m["name"], slice(i, i + 1 if i != -1 else None)
@@ -139,24 +160,29 @@ def parse_split(spec: str) -> tuple[str, slice]:
 
 def split_source(builder, split: str):
   """(data source, record indices) of a split spec (``test``, ``test[:8]``) of a prepared
-  builder. Raises InputError for a split the dataset does not have."""
+  builder. Raises SourceError for a split the dataset does not have."""
   name, sl = parse_split(split)
   splits = builder.info.splits
   if not splits:
-    raise InputError(f"dataset {builder.name} is not prepared in {builder.data_dir}; train "
-                     "on it first, or give --data_dir")
+    raise SourceError(
+      f"dataset {builder.name} is not prepared in {builder.data_dir}; train "
+      "on it first, or give --data_dir"
+    )
   if name not in splits:
-    raise InputError(f"dataset {builder.name}/{builder.builder_config.name} has no split "
-                     f"{name!r}; it has {', '.join(sorted(splits))}")
+    raise SourceError(
+      f"dataset {builder.name}/{builder.builder_config.name} has no split "
+      f"{name!r}; it has {', '.join(sorted(splits))}"
+    )
   n = splits[name].num_examples
   indices = list(range(n))[sl]
   if not indices:
-    raise InputError(f"split:{split} selects no images (split {name!r} has {n})")
+    raise SourceError(f"split:{split} selects no images (split {name!r} has {n})")
   return builder.as_data_source(name), indices
 
 
-def load_split(builder, split: str, config: ml_collections.ConfigDict,
-               indices: Sequence[int] | None = None) -> Inputs:
+def load_split(
+  builder, split: str, config: ml_collections.ConfigDict, indices: Sequence[int] | None = None
+) -> Inputs:
   """The images of a split spec through the training pipeline; ``indices`` picks some of
   them (positions within the spec's selection)."""
   source, records = split_source(builder, split)
@@ -165,18 +191,23 @@ def load_split(builder, split: str, config: ml_collections.ConfigDict,
   name = parse_split(split)[0]
   to_inputs = input_pipeline.ToModelInputs(config.dataset.attributes, config.image_size)
   out = [to_inputs.map(source[i]) for i in records]
-  return Inputs(images=np.stack([o["image"] for o in out]).astype(np.float32),
-                names=tuple(f"{name}[{i}]" for i in records),
-                labels=np.stack([o["label"] for o in out]).astype(np.int32))
+  return Inputs(
+    images=np.stack([o["image"] for o in out]).astype(np.float32),
+    names=tuple(f"{name}[{i}]" for i in records),
+    labels=np.stack([o["label"] for o in out]).astype(np.int32),
+  )
 
 
 def split_size(builder, split: str) -> int:
   return len(split_source(builder, split)[1])
 
 
-def load_source(values: Sequence[str] | str, config: ml_collections.ConfigDict,
-                get_builder: Callable[[], object] | None = None, what: str = "--source",
-                ) -> Inputs:
+def load_source(
+  values: Sequence[str] | str,
+  config: ml_collections.ConfigDict,
+  get_builder: Callable[[], object] | None = None,
+  what: str = "--source",
+) -> Inputs:
   """All the images of a source (files, folders and ``split:`` items, in order).
 
   ``get_builder`` returns the prepared dataset builder (called only for ``split:`` items;
@@ -184,14 +215,14 @@ def load_source(values: Sequence[str] | str, config: ml_collections.ConfigDict,
   """
   items = split_items(values)
   if not items:
-    raise InputError(f"{what} names no images")
+    raise SourceError(f"{what} names no images")
   get_builder = get_builder or (lambda: input_pipeline.get_builder(config.dataset))
   m = len(config.dataset.attributes)
   images, names, labels = [], [], []
   stored = None
   for item in items:
     if item.startswith(SPLIT_PREFIX):
-      part = load_split(get_builder(), item[len(SPLIT_PREFIX):], config)
+      part = load_split(get_builder(), item[len(SPLIT_PREFIX) :], config)
       images.extend(part.images)
       names.extend(part.names)
       labels.extend(part.labels)
@@ -203,6 +234,8 @@ def load_source(values: Sequence[str] | str, config: ml_collections.ConfigDict,
       images.append(load_image(p, config, stored))
       names.append(p)
       labels.append(np.full((m,), -1, np.int32))
-  return Inputs(images=np.stack(images).astype(np.float32), names=tuple(names),
-                labels=np.stack(labels).astype(np.int32))
-
+  return Inputs(
+    images=np.stack(images).astype(np.float32),
+    names=tuple(names),
+    labels=np.stack(labels).astype(np.int32),
+  )

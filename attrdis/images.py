@@ -25,7 +25,7 @@ def make_grid(rows, pad: int = 2, pad_value: int = 255) -> np.ndarray:
   for i in range(r):
     for j in range(c):
       y, x = pad + i * (h + pad), pad + j * (w + pad)
-      grid[y:y + h, x:x + w] = tiles[i, j]
+      grid[y : y + h, x : x + w] = tiles[i, j]
   return grid
 
 

@@ -33,9 +33,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from attrdis import errors
+
 FID_WEIGHTS_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
-FID_WEIGHTS_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
-                   + FID_WEIGHTS_FILENAME)
+FID_WEIGHTS_URL = (
+  "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + FID_WEIGHTS_FILENAME
+)
 INPUT_SIZE = 299
 FEATURE_DIM = 2048
 NUM_CLASSES = 1008  # the FID graph's classifier (not used for pool3, present in the file)
@@ -67,8 +70,7 @@ def bilinear_indices_weights(in_size: int, out_size: int):
   i0 = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
   lam = np.clip(src - i0.astype(np.float32), 0.0, 1.0).astype(np.float32)
   i1 = np.where(i0 < in_size - 1, i0 + 1, i0)
-  return (i0.astype(np.int32), i1.astype(np.int32),
-          (np.float32(1.0) - lam).astype(np.float32), lam)
+  return (i0.astype(np.int32), i1.astype(np.int32), (np.float32(1.0) - lam).astype(np.float32), lam)
 
 
 def resize_bilinear(x: jax.Array, size: tuple[int, int]) -> jax.Array:
@@ -83,11 +85,15 @@ def resize_bilinear(x: jax.Array, size: tuple[int, int]) -> jax.Array:
     return x
   x = jnp.asarray(x, jnp.float32)
   i0, i1, w0, w1 = bilinear_indices_weights(w, out_w)
-  x = (jnp.take(x, i0, axis=2) * w0[None, None, :, None]
-       + jnp.take(x, i1, axis=2) * w1[None, None, :, None])
+  x = (
+    jnp.take(x, i0, axis=2) * w0[None, None, :, None]
+    + jnp.take(x, i1, axis=2) * w1[None, None, :, None]
+  )
   i0, i1, w0, w1 = bilinear_indices_weights(h, out_h)
-  x = (jnp.take(x, i0, axis=1) * w0[None, :, None, None]
-       + jnp.take(x, i1, axis=1) * w1[None, :, None, None])
+  x = (
+    jnp.take(x, i0, axis=1) * w0[None, :, None, None]
+    + jnp.take(x, i1, axis=1) * w1[None, :, None, None]
+  )
   return x
 
 
@@ -117,6 +123,7 @@ def _pair(v) -> _Pair:
 
 class BasicConv(nn.Module):
   """conv (no bias, explicit symmetric zero padding) → BatchNorm(eps 1e-3, running stats) → ReLU."""
+
   features: int
   kernel: Any = 1
   stride: Any = 1
@@ -126,9 +133,15 @@ class BasicConv(nn.Module):
   @nn.compact
   def __call__(self, x):
     ph, pw = _pair(self.padding)
-    x = nn.Conv(self.features, _pair(self.kernel), strides=_pair(self.stride),
-                padding=((ph, ph), (pw, pw)), use_bias=False, precision=self.precision,
-                name="conv")(x)
+    x = nn.Conv(
+      self.features,
+      _pair(self.kernel),
+      strides=_pair(self.stride),
+      padding=((ph, ph), (pw, pw)),
+      use_bias=False,
+      precision=self.precision,
+      name="conv",
+    )(x)
     x = nn.BatchNorm(use_running_average=True, epsilon=BN_EPSILON, name="bn")(x)
     return nn.relu(x)
 
@@ -148,12 +161,19 @@ def avg_pool_3x3_exclude_pad(x: jax.Array) -> jax.Array:
 
 def max_pool_3x3(x: jax.Array, stride: int, pad: int) -> jax.Array:
   """3×3 max pool; padded positions never win (they hold -inf)."""
-  return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, stride, stride, 1),
-                               ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  return jax.lax.reduce_window(
+    x,
+    -jnp.inf,
+    jax.lax.max,
+    (1, 3, 3, 1),
+    (1, stride, stride, 1),
+    ((0, 0), (pad, pad), (pad, pad), (0, 0)),
+  )
 
 
 class InceptionA(nn.Module):
   """Mixed_5b/5c/5d (pytorch-fid's FIDInceptionA)."""
+
   pool_features: int
   precision: Precision = jax.lax.Precision.HIGHEST
 
@@ -172,6 +192,7 @@ class InceptionA(nn.Module):
 
 class InceptionB(nn.Module):
   """Mixed_6a (grid reduction 35 → 17)."""
+
   precision: Precision = jax.lax.Precision.HIGHEST
 
   @nn.compact
@@ -187,6 +208,7 @@ class InceptionB(nn.Module):
 
 class InceptionC(nn.Module):
   """Mixed_6b..6e (pytorch-fid's FIDInceptionC): factorised 7×7 branches."""
+
   channels_7x7: int
   precision: Precision = jax.lax.Precision.HIGHEST
 
@@ -209,6 +231,7 @@ class InceptionC(nn.Module):
 
 class InceptionD(nn.Module):
   """Mixed_7a (grid reduction 17 → 8)."""
+
   precision: Precision = jax.lax.Precision.HIGHEST
 
   @nn.compact
@@ -226,6 +249,7 @@ class InceptionD(nn.Module):
 
 class InceptionE(nn.Module):
   """Mixed_7b (``pool='avg'``, FIDInceptionE_1) and Mixed_7c (``pool='max'``, FIDInceptionE_2)."""
+
   pool: str = "avg"
   precision: Precision = jax.lax.Precision.HIGHEST
 
@@ -234,12 +258,22 @@ class InceptionE(nn.Module):
     conv = functools.partial(BasicConv, precision=self.precision)
     b1 = conv(320, name="branch1x1")(x)
     b3 = conv(384, name="branch3x3_1")(x)
-    b3 = jnp.concatenate([conv(384, (1, 3), padding=(0, 1), name="branch3x3_2a")(b3),
-                          conv(384, (3, 1), padding=(1, 0), name="branch3x3_2b")(b3)], axis=-1)
+    b3 = jnp.concatenate(
+      [
+        conv(384, (1, 3), padding=(0, 1), name="branch3x3_2a")(b3),
+        conv(384, (3, 1), padding=(1, 0), name="branch3x3_2b")(b3),
+      ],
+      axis=-1,
+    )
     bd = conv(448, name="branch3x3dbl_1")(x)
     bd = conv(384, 3, padding=1, name="branch3x3dbl_2")(bd)
-    bd = jnp.concatenate([conv(384, (1, 3), padding=(0, 1), name="branch3x3dbl_3a")(bd),
-                          conv(384, (3, 1), padding=(1, 0), name="branch3x3dbl_3b")(bd)], axis=-1)
+    bd = jnp.concatenate(
+      [
+        conv(384, (1, 3), padding=(0, 1), name="branch3x3dbl_3a")(bd),
+        conv(384, (3, 1), padding=(1, 0), name="branch3x3dbl_3b")(bd),
+      ],
+      axis=-1,
+    )
     if self.pool == "avg":
       pooled = avg_pool_3x3_exclude_pad(x)
     elif self.pool == "max":
@@ -257,6 +291,7 @@ class FIDInceptionV3(nn.Module):
   True, the default), or already 299×299 in [-1, 1] (``preprocess=False``). Returns the
   (N, 2048) pool3 features, float32.
   """
+
   precision: Precision = jax.lax.Precision.HIGHEST
 
   @nn.compact
@@ -291,8 +326,12 @@ class FIDInceptionV3(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 # torch BatchNorm2d entry → (Flax collection, Flax name)
-_BN_MAP = {"weight": ("params", "scale"), "bias": ("params", "bias"),
-           "running_mean": ("batch_stats", "mean"), "running_var": ("batch_stats", "var")}
+_BN_MAP = {
+  "weight": ("params", "scale"),
+  "bias": ("params", "bias"),
+  "running_mean": ("batch_stats", "mean"),
+  "running_var": ("batch_stats", "var"),
+}
 
 
 @functools.lru_cache(maxsize=None)
@@ -320,8 +359,12 @@ def state_dict_spec(include_fc: bool = True) -> dict[str, tuple[int, ...]]:
       kh, kw, cin, cout = leaf.shape
       spec[prefix + ".weight"] = (cout, cin, kh, kw)
     else:
-      torch_name = {"scale": "weight", "bias": "bias", "mean": "running_mean",
-                    "var": "running_var"}[leaf_name]
+      torch_name = {
+        "scale": "weight",
+        "bias": "bias",
+        "mean": "running_mean",
+        "var": "running_var",
+      }[leaf_name]
       spec[prefix + "." + torch_name] = tuple(leaf.shape)
   if include_fc:
     spec["fc.weight"] = (NUM_CLASSES, FEATURE_DIM)
@@ -329,7 +372,7 @@ def state_dict_spec(include_fc: bool = True) -> dict[str, tuple[int, ...]]:
   return dict(sorted(spec.items()))
 
 
-class WeightsError(ValueError):
+class WeightsError(errors.UserError, ValueError):
   """A weight file that is not (or not entirely) a FID Inception state dict."""
 
 
@@ -342,9 +385,11 @@ def variables_from_state_dict(state_dict: Mapping[str, Any]) -> dict:
   """
   fc = state_dict.get("fc.weight")
   if fc is not None and tuple(np.shape(fc)) == (1000, FEATURE_DIM):
-    raise WeightsError("these are torchvision's ImageNet Inception-V3 weights (1000 classes), "
-                       f"not the FID weights ({FID_WEIGHTS_FILENAME}, 1008 classes); FIDs "
-                       "computed with them are not comparable with standard FIDs")
+    raise WeightsError(
+      "these are torchvision's ImageNet Inception-V3 weights (1000 classes), "
+      f"not the FID weights ({FID_WEIGHTS_FILENAME}, 1008 classes); FIDs "
+      "computed with them are not comparable with standard FIDs"
+    )
   spec = state_dict_spec(include_fc=False)
   missing = [k for k in spec if k not in state_dict]
   if missing:
@@ -373,14 +418,14 @@ def variables_from_state_dict(state_dict: Mapping[str, Any]) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class UnsafePickleError(errors.UserError, pickle.UnpicklingError):
   """The pickle asks for something other than tensors, storages and ordered dicts."""
 
 
 _STORAGE_DTYPES = {
-    "FloatStorage": np.dtype(np.float32),
-    "DoubleStorage": np.dtype(np.float64),
-    "LongStorage": np.dtype(np.int64),
+  "FloatStorage": np.dtype(np.float32),
+  "DoubleStorage": np.dtype(np.float64),
+  "LongStorage": np.dtype(np.int64),
 }
 
 
@@ -402,7 +447,7 @@ class _StorageRef:
   def array(self) -> np.ndarray:
     if self.root is not None:
       base = self.root.array()
-      return base[self.offset:self.offset + self.numel]
+      return base[self.offset : self.offset + self.numel]
     if self.data is None:
       raise WeightsError(f"storage {self.key!r} has no data in the file")
     return self.data
@@ -428,13 +473,17 @@ class _TensorRef:
     if last >= base.shape[0]:
       raise WeightsError(f"tensor view runs past the end of storage {self.storage.key!r}")
     view = np.lib.stride_tricks.as_strided(
-        base[self.offset:], shape=self.size,
-        strides=tuple(s * base.itemsize for s in self.stride), writeable=False)
+      base[self.offset :],
+      shape=self.size,
+      strides=tuple(s * base.itemsize for s in self.stride),
+      writeable=False,
+    )
     return np.array(view, order="C", copy=True)  # an independent, C-contiguous copy
 
 
-def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False,
-                       backward_hooks=None, metadata=None):
+def _rebuild_tensor_v2(
+  storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None
+):
   del requires_grad, backward_hooks, metadata
   return _TensorRef(storage, storage_offset, size, stride)
 
@@ -449,10 +498,10 @@ def _rebuild_parameter(data, requires_grad=False, backward_hooks=None):
 
 
 _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+  ("collections", "OrderedDict"): collections.OrderedDict,
+  ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
+  ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+  ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
 }
 _ALLOWED_GLOBALS.update({("torch", n): _StorageType(n) for n in _STORAGE_DTYPES})
 
@@ -468,8 +517,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
     found = _ALLOWED_GLOBALS.get((module, name))
     if found is None:
       raise UnsafePickleError(
-          f"refusing to unpickle {module}.{name}: only tensors (float32/float64/int64 "
-          "storages) in (ordered) dicts are allowed in a weight file")
+        f"refusing to unpickle {module}.{name}: only tensors (float32/float64/int64 "
+        "storages) in (ordered) dicts are allowed in a weight file"
+      )
     return found
 
   def persistent_load(self, pid):
@@ -514,7 +564,7 @@ def _load_zip(path: str):
     pkl = [n for n in names if n == "data.pkl" or n.endswith("/data.pkl")]
     if len(pkl) != 1:
       raise WeightsError(f"{path}: a zip without exactly one data.pkl is not a torch.save file")
-    prefix = pkl[0][:-len("data.pkl")]
+    prefix = pkl[0][: -len("data.pkl")]
     byteorder = "little"
     if prefix + "byteorder" in names:
       byteorder = zf.read(prefix + "byteorder").decode("ascii").strip()
@@ -534,7 +584,7 @@ def _load_zip(path: str):
   return obj
 
 
-_LEGACY_MAGIC = 0x1950a86a20f9469cfc6c
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
 
 

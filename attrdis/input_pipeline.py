@@ -1,8 +1,11 @@
 """Input pipeline: TFDS ``array_record`` data sources read with grain.
 
-Batches are dicts of numpy arrays: ``image`` float32 (b, S, S, 3) in [-1, 1] and ``label``
-int32 (b, M), one column per ``config.dataset.attributes`` in that order. Each process
-reads its own shard; the batch a process yields is its share of the global batch.
+Batches are dicts of numpy arrays: ``image`` (b, S, S, 3) and ``label`` int32 (b, M), one
+column per ``config.dataset.attributes`` in that order. Training batches keep the stored uint8
+pixels (resized to S if stored larger): the train step scales them to [-1, 1] on the device
+(``train_step.model_images``), so the host does no float work and moves a quarter of the
+bytes. Evaluation batches are float32 in [-1, 1] (the same numbers). Each process reads its
+own shard; the batch a process yields is its share of the global batch.
 
 Training order (the invariant multi-process training relies on): global batch k is the
 records ``perm_e[p*B:(p+1)*B]`` in that order, where B = config.batch_size, n the number of
@@ -39,8 +42,9 @@ LABELLED_IMAGES = "labelled_images"
 def builder_module(name: str):
   """The module ``attrdis_datasets.<name>.<name>_dataset_builder``."""
   if name not in KNOWN_DATASETS:
-    raise ConfigError(f"config.dataset.name={name!r}: unknown dataset; choose one of "
-                      f"{', '.join(KNOWN_DATASETS)}.")
+    raise ConfigError(
+      f"config.dataset.name={name!r}: unknown dataset; choose one of {', '.join(KNOWN_DATASETS)}."
+    )
   return importlib.import_module(f"attrdis_datasets.{name}.{name}_dataset_builder")
 
 
@@ -54,8 +58,9 @@ def get_builder(dataset_config: ml_collections.ConfigDict):
     names = [c.name for c in module.Builder.BUILDER_CONFIGS]
     if dataset_config.builder_config not in names:
       raise ConfigError(
-          f"config.dataset.builder_config={dataset_config.builder_config!r}: dataset "
-          f"{dataset_config.name!r} has the configs {', '.join(names)}.")
+        f"config.dataset.builder_config={dataset_config.builder_config!r}: dataset "
+        f"{dataset_config.name!r} has the configs {', '.join(names)}."
+      )
     kwargs["config"] = dataset_config.builder_config
   if dataset_config.data_dir:
     kwargs["data_dir"] = os.path.expanduser(dataset_config.data_dir)
@@ -69,33 +74,44 @@ def check_attributes(builder, attributes, manual_dir: str = "") -> None:
   (the header of its labels file, or its class folders).
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   features = builder.info.features
   if features is None and builder.name == LABELLED_IMAGES:
-    source, columns = builder_module(LABELLED_IMAGES).label_columns(manual_dir,
-                                                                    builder.builder_config)
+    source, columns = builder_module(LABELLED_IMAGES).label_columns(
+      manual_dir, builder.builder_config
+    )
     for a in attributes:
       if a not in columns:
-        raise ConfigError(f"config.dataset.attributes: {a!r} is not a column of {source} (its "
-                          f"attributes: {', '.join(columns)}).")
+        raise ConfigError(
+          f"config.dataset.attributes: {a!r} is not a column of {source} (its "
+          f"attributes: {', '.join(columns)})."
+        )
     return
   labels = [k for k, v in features.items() if isinstance(v, tfds.features.ClassLabel)]
   for a in attributes:
     if a not in labels:
       raise ConfigError(
-          f"config.dataset.attributes: {a!r} is not labelled by dataset "
-          f"{builder.name!r} (config {builder.builder_config.name!r}); it labels "
-          f"{', '.join(labels)}.")
+        f"config.dataset.attributes: {a!r} is not labelled by dataset "
+        f"{builder.name!r} (config {builder.builder_config.name!r}); it labels "
+        f"{', '.join(labels)}."
+      )
 
 
 def prepare(builder, dataset_config: ml_collections.ConfigDict) -> None:
   """Builds the dataset on first use (the licensed ones from ``config.dataset.manual_dir``)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   download_config = None
   if dataset_config.manual_dir:
     download_config = tfds.download.DownloadConfig(
-        manual_dir=os.path.expanduser(dataset_config.manual_dir))
-  logging.info("Dataset %s/%s in %s (prepared on first use).", builder.name,
-               builder.builder_config.name, builder.data_dir)
+      manual_dir=os.path.expanduser(dataset_config.manual_dir)
+    )
+  logging.info(
+    "Dataset %s/%s in %s (prepared on first use).",
+    builder.name,
+    builder.builder_config.name,
+    builder.data_dir,
+  )
   if builder.name == LABELLED_IMAGES and builder.is_prepared():
     builder_module(LABELLED_IMAGES).check_prepared(builder, dataset_config.manual_dir)
   builder.download_and_prepare(download_config=download_config)
@@ -104,6 +120,7 @@ def prepare(builder, dataset_config: ml_collections.ConfigDict) -> None:
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
   """What the rest of the system needs to know about the data."""
+
   name: str
   attributes: tuple[str, ...]
   num_classes: tuple[int, ...]
@@ -122,6 +139,7 @@ def load(config: ml_collections.ConfigDict):
     prepare(builder, config.dataset)
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
     multihost_utils.sync_global_devices("dataset_prepared")
   # A fresh builder reads the prepared dataset's info (class lists found while building).
   builder = get_builder(config.dataset)
@@ -129,23 +147,29 @@ def load(config: ml_collections.ConfigDict):
   features = builder.info.features
   splits = builder.info.splits
   info = DatasetInfo(
-      name=builder.name,
-      attributes=attributes,
-      num_classes=tuple(features[a].num_classes for a in attributes),
-      class_names=tuple(tuple(features[a].names) for a in attributes),
-      num_train=splits["train"].num_examples,
-      num_test=splits["test"].num_examples if "test" in splits else 0,
-      stored_image_size=int(features["image"].shape[0]),
+    name=builder.name,
+    attributes=attributes,
+    num_classes=tuple(features[a].num_classes for a in attributes),
+    class_names=tuple(tuple(features[a].names) for a in attributes),
+    num_train=splits["train"].num_examples,
+    num_test=splits["test"].num_examples if "test" in splits else 0,
+    stored_image_size=int(features["image"].shape[0]),
   )
   return builder, info
 
 
+def resize_image(image: np.ndarray, image_size: int) -> np.ndarray:
+  """uint8 (H, W, 3) → uint8 (S, S, 3), resized with antialiasing (Lanczos) if needed."""
+  if image.shape[0] != image_size or image.shape[1] != image_size:
+    image = np.asarray(
+      Image.fromarray(image).resize((image_size, image_size), Image.Resampling.LANCZOS)
+    )
+  return image
+
+
 def to_model_image(image: np.ndarray, image_size: int) -> np.ndarray:
   """uint8 (H, W, 3) → float32 (S, S, 3) in [-1, 1], resized with antialiasing if needed."""
-  if image.shape[0] != image_size or image.shape[1] != image_size:
-    image = np.asarray(Image.fromarray(image).resize((image_size, image_size),
-                                                     Image.Resampling.LANCZOS))
-  return image.astype(np.float32) / 127.5 - 1.0
+  return resize_image(image, image_size).astype(np.float32) / 127.5 - 1.0
 
 
 def decode_image(value) -> np.ndarray:
@@ -156,16 +180,17 @@ def decode_image(value) -> np.ndarray:
 
 
 class ToModelInputs(grain.MapTransform):
-  """A TFDS record → {'image': float32 in [-1, 1], 'label': int32 (M,)}."""
+  """A TFDS record → {'image': float32 in [-1, 1] (``uint8``: the pixels), 'label': int32 (M,)}."""
 
-  def __init__(self, attributes, image_size):
+  def __init__(self, attributes, image_size, uint8: bool = False):
     self.attributes = tuple(attributes)
     self.image_size = image_size
+    self.convert = resize_image if uint8 else to_model_image
 
   def map(self, record):
     return {
-        "image": to_model_image(decode_image(record["image"]), self.image_size),
-        "label": np.asarray([record[a] for a in self.attributes], dtype=np.int32),
+      "image": self.convert(decode_image(record["image"]), self.image_size),
+      "label": np.asarray([record[a] for a in self.attributes], dtype=np.int32),
     }
 
 
@@ -174,8 +199,9 @@ class GlobalBatchRows:
   of records in row order); see the module docstring for the order. Grain's workers each
   read whole elements, so the worker count does not change what a batch holds."""
 
-  def __init__(self, source, batch_size: int, rows: tuple[int, int], seed: int,
-               num_epochs: int | None = None):
+  def __init__(
+    self, source, batch_size: int, rows: tuple[int, int], seed: int, num_epochs: int | None = None
+  ):
     self.source = source
     self.num_records = len(source)
     self.batch_size = batch_size
@@ -183,8 +209,9 @@ class GlobalBatchRows:
     self.seed = seed
     self.batches_per_epoch = self.num_records // batch_size
     if self.batches_per_epoch < 1:
-      raise ConfigError(f"config.batch_size={batch_size} is larger than the "
-                        f"{self.num_records} training records.")
+      raise ConfigError(
+        f"config.batch_size={batch_size} is larger than the {self.num_records} training records."
+      )
     # "Forever" is long enough for any run (and stays a lazy range in grain's sampler).
     self.num_epochs = num_epochs if num_epochs is not None else 2**40 // self.batches_per_epoch
     self._perm_epoch, self._perm = None, None
@@ -193,8 +220,10 @@ class GlobalBatchRows:
     return self.batches_per_epoch * self.num_epochs
 
   def __repr__(self) -> str:
-    return (f"GlobalBatchRows({self.source!r}, batch_size={self.batch_size}, "
-            f"rows={self.rows}, seed={self.seed})")
+    return (
+      f"GlobalBatchRows({self.source!r}, batch_size={self.batch_size}, "
+      f"rows={self.rows}, seed={self.seed})"
+    )
 
   def permutation(self, epoch: int) -> np.ndarray:
     if epoch != self._perm_epoch:
@@ -206,21 +235,27 @@ class GlobalBatchRows:
     """The record keys of this process' rows of global batch k."""
     epoch, position = divmod(int(k), self.batches_per_epoch)
     start = position * self.batch_size
-    return self.permutation(epoch)[start + self.rows[0]:start + self.rows[1]]
+    return self.permutation(epoch)[start + self.rows[0] : start + self.rows[1]]
 
   def __getitem__(self, k: int):
     return [self.source[int(i)] for i in self.record_keys(k)]
 
 
 class ToModelBatch(grain.MapTransform):
-  """A list of TFDS records → a batch {'image': (b,S,S,3) float32, 'label': (b,M) int32}."""
+  """A list of TFDS records → a batch {'image': (b,S,S,3) uint8 (or float32 in [-1, 1]),
+  'label': (b,M) int32}."""
 
-  def __init__(self, attributes, image_size):
-    self.one = ToModelInputs(attributes, image_size)
+  def __init__(self, attributes, image_size, uint8: bool = True):
+    self.one = ToModelInputs(attributes, image_size, uint8)
 
   def map(self, records):
     examples = [self.one.map(r) for r in records]
     return {k: np.stack([e[k] for e in examples]) for k in ("image", "label")}
+
+
+def train_image_dtype(config: ml_collections.ConfigDict):
+  """The dtype of the training batches' images: uint8, scaled on the device by the step."""
+  return np.float32 if config.get("debug_nan_at_step", 0) else np.uint8
 
 
 def process_rows(batch_size: int) -> tuple[int, int]:
@@ -236,10 +271,17 @@ def default_num_workers(requested: int) -> int:
   return max(0, min(8, (os.cpu_count() or 1) // 2))
 
 
-def create_loader(config: ml_collections.ConfigDict, builder, split: str, *, train: bool,
-                  num_epochs: int | None = None, worker_count: int | None = None,
-                  seed: int | None = None,
-                  rows: tuple[int, int] | None = None) -> grain.DataLoader:
+def create_loader(
+  config: ml_collections.ConfigDict,
+  builder,
+  split: str,
+  *,
+  train: bool,
+  num_epochs: int | None = None,
+  worker_count: int | None = None,
+  seed: int | None = None,
+  rows: tuple[int, int] | None = None,
+) -> grain.DataLoader:
   """A grain DataLoader over one split, sharded by process, batched to this process' share.
 
   With ``train`` the records are shuffled anew each epoch (the seed and the epoch decide
@@ -251,31 +293,44 @@ def create_loader(config: ml_collections.ConfigDict, builder, split: str, *, tra
   """
   source = builder.as_data_source(split)
   if config.batch_size % jax.process_count():
-    raise ConfigError(f"config.batch_size={config.batch_size} does not divide over "
-                      f"{jax.process_count()} processes.")
-  workers = (default_num_workers(config.dataset.num_workers)
-             if worker_count is None else worker_count)
+    raise ConfigError(
+      f"config.batch_size={config.batch_size} does not divide over {jax.process_count()} processes."
+    )
+  workers = (
+    default_num_workers(config.dataset.num_workers) if worker_count is None else worker_count
+  )
   if train:
-    batches = GlobalBatchRows(source, config.batch_size,
-                              rows if rows is not None else process_rows(config.batch_size),
-                              config.seed if seed is None else seed, num_epochs)
+    batches = GlobalBatchRows(
+      source,
+      config.batch_size,
+      rows if rows is not None else process_rows(config.batch_size),
+      config.seed if seed is None else seed,
+      num_epochs,
+    )
     return grain.DataLoader(
-        data_source=batches,
-        sampler=grain.IndexSampler(num_records=len(batches), num_epochs=1, shuffle=False,
-                                   shard_options=grain.NoSharding()),
-        operations=[ToModelBatch(config.dataset.attributes, config.image_size)],
-        worker_count=workers,
+      data_source=batches,
+      sampler=grain.IndexSampler(
+        num_records=len(batches), num_epochs=1, shuffle=False, shard_options=grain.NoSharding()
+      ),
+      operations=[
+        ToModelBatch(
+          config.dataset.attributes, config.image_size, uint8=train_image_dtype(config) == np.uint8
+        )
+      ],
+      worker_count=workers,
     )
   sampler = grain.IndexSampler(
-      num_records=len(source),
-      shard_options=grain.ShardByJaxProcess(drop_remainder=False),
-      shuffle=False,
-      num_epochs=1,
+    num_records=len(source),
+    shard_options=grain.ShardByJaxProcess(drop_remainder=False),
+    shuffle=False,
+    num_epochs=1,
   )
   return grain.DataLoader(
-      data_source=source,
-      sampler=sampler,
-      operations=[ToModelInputs(config.dataset.attributes, config.image_size),
-                  grain.Batch(config.batch_size // jax.process_count(), drop_remainder=False)],
-      worker_count=workers,
+    data_source=source,
+    sampler=sampler,
+    operations=[
+      ToModelInputs(config.dataset.attributes, config.image_size),
+      grain.Batch(config.batch_size // jax.process_count(), drop_remainder=False),
+    ],
+    worker_count=workers,
   )

@@ -23,8 +23,7 @@ def reconstruction_loss(x: jax.Array, x_rec: jax.Array) -> jax.Array:
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   """Mean over the batch of −log softmax(logits)[label]."""
-  return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
-      f32(logits), labels))
+  return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(f32(logits), labels))
 
 
 def uniform_cross_entropy(logits: jax.Array) -> jax.Array:
@@ -46,12 +45,12 @@ def disentanglement_loss(latent_logits: Sequence[Sequence[jax.Array]]) -> jax.Ar
   num_attributes = len(latent_logits) - 1
   terms = []
   for k in range(num_attributes):
-    others = [uniform_cross_entropy(latent_logits[k][m])
-              for m in range(num_attributes) if m != k]
+    others = [uniform_cross_entropy(latent_logits[k][m]) for m in range(num_attributes) if m != k]
     if others:
       terms.append(sum(others) / len(others))
-  terms.append(sum(uniform_cross_entropy(l) for l in latent_logits[num_attributes])
-               / num_attributes)
+  terms.append(
+    sum(uniform_cross_entropy(l) for l in latent_logits[num_attributes]) / num_attributes
+  )
   return sum(terms) / len(terms)
 
 

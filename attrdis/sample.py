@@ -30,17 +30,17 @@ next to --out (<out>_images/).
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import sys
 from typing import Any, Sequence
 
+from absl import flags
 from absl import logging
 import numpy as np
 
 from attrdis import checkpoints
+from attrdis import cli
 from attrdis import compilation_cache
 from attrdis import errors
 from attrdis import image_io
@@ -54,59 +54,78 @@ DEFAULT_NUM = 8
 MAX_COLUMNS = 8  # mix: mixtures per grid row
 
 
-class UsageError(ValueError):
-  """A bad command line; one line."""
-
-
-class _Parser(argparse.ArgumentParser):
-
-  def error(self, message):  # one line instead of usage + message
-    raise UsageError(message)
-
-
-def build_parser() -> argparse.ArgumentParser:
-  p = _Parser(prog="python -m attrdis.sample", description=__doc__.replace("``", ""),
-              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--workdir", required=True, help="The training workdir (its checkpoints/).")
-  p.add_argument("--step", type=int, default=None,
-                 help="The checkpoint step to use (default: the latest).")
-  p.add_argument("--mode", required=True, choices=MODES, help="What to make (see above).")
-  p.add_argument("--source", action="append", default=None,
-                 help="Images: files, folders or split:NAME[a:b], comma-separated or "
-                      "repeated. User images get the training dataset's crop and resize.")
-  p.add_argument("--target", action="append", default=None,
-                 help="transfer/interpolate: the images whose codes are taken (as --source).")
-  p.add_argument("--onto", action="append", default=None,
-                 help="interpolate: an image (or one per pair) giving the codes that are not "
-                      "interpolated.")
-  p.add_argument("--attributes", default=None,
-                 help="Comma-separated attribute names whose codes are transferred, "
-                      "interpolated or mixed; 'rest' names z_0. Empty for none (transfer).")
-  p.add_argument("--steps", type=int, default=8, help="interpolate: columns, endpoints included (>= 2; default 8).")
-  p.add_argument("--weights", default=None,
-                 help="mix: convex weights, one per source (w1,w2,...); several sets "
-                      "separated by ';'. Default: --num random sets.")
-  p.add_argument("--num", type=int, default=None,
-                 help=f"mix/random: how many images to make (default {DEFAULT_NUM}).")
-  p.add_argument("--seed", type=int, default=0, help="mix/random: the random seed (default 0).")
-  p.add_argument("--classes", default=None,
-                 help="label: comma-separated class names (default: every class with "
-                      "training images).")
-  p.add_argument("--out", required=True, help="The PNG grid to write (FILE.png).")
-  p.add_argument("--save_individual", action="store_true",
-                 help="Also write each tile as a PNG in <out>_images/.")
-  p.add_argument("--batch_size", type=int, default=32, help="Images per jitted batch (default 32).")
-  p.add_argument("--data_dir", default=None,
-                 help="Where the dataset is prepared, if not where the config says.")
-  p.add_argument("--compilation_cache", default=None, help=compilation_cache.FLAG_HELP)
-  return p
+FLAGS = flags.FlagValues()
+flags.DEFINE_string("workdir", None, "The training workdir (its checkpoints/).", flag_values=FLAGS)
+flags.DEFINE_integer(
+  "step", None, "The checkpoint step to use (default: the latest).", flag_values=FLAGS
+)
+flags.DEFINE_enum("mode", None, MODES, "What to make (see above).", flag_values=FLAGS)
+flags.DEFINE_multi_string(
+  "source",
+  None,
+  "Images: files, folders or split:NAME[a:b], comma-separated or "
+  "repeated. User images get the training dataset's crop and resize.",
+  flag_values=FLAGS,
+)
+flags.DEFINE_multi_string(
+  "target",
+  None,
+  "transfer/interpolate: the images whose codes are taken (as --source).",
+  flag_values=FLAGS,
+)
+flags.DEFINE_multi_string(
+  "onto",
+  None,
+  "interpolate: an image (or one per pair) giving the codes that are not interpolated.",
+  flag_values=FLAGS,
+)
+flags.DEFINE_string(
+  "attributes",
+  None,
+  "Comma-separated attribute names whose codes are transferred, interpolated "
+  "or mixed; 'rest' names z_0. Empty for none (transfer).",
+  flag_values=FLAGS,
+)
+flags.DEFINE_integer(
+  "steps", 8, "interpolate: columns, endpoints included (>= 2).", flag_values=FLAGS
+)
+flags.DEFINE_string(
+  "weights",
+  None,
+  "mix: convex weights, one per source (w1,w2,...); several sets separated "
+  "by ';'. Default: --num random sets.",
+  flag_values=FLAGS,
+)
+flags.DEFINE_integer(
+  "num", None, f"mix/random: how many images to make (default {DEFAULT_NUM}).", flag_values=FLAGS
+)
+flags.DEFINE_integer("seed", 0, "mix/random: the random seed.", flag_values=FLAGS)
+flags.DEFINE_string(
+  "classes",
+  None,
+  "label: comma-separated class names (default: every class with training images).",
+  flag_values=FLAGS,
+)
+flags.DEFINE_string("out", None, "The PNG grid to write (FILE.png).", flag_values=FLAGS)
+flags.DEFINE_bool(
+  "save_individual", False, "Also write each tile as a PNG in <out>_images/.", flag_values=FLAGS
+)
+flags.DEFINE_integer("batch_size", 32, "Images per jitted batch.", flag_values=FLAGS)
+flags.DEFINE_string(
+  "data_dir",
+  None,
+  "Where the dataset is prepared, if not where the config says.",
+  flag_values=FLAGS,
+)
+flags.DEFINE_string("compilation_cache", None, compilation_cache.FLAG_HELP, flag_values=FLAGS)
+flags.mark_flags_as_required(["workdir", "mode", "out"], flag_values=FLAGS)
 
 
 # ----------------------------------------------------------------------------------------
 # A grid of cells: None (blank), an input, or a generated image with its recipe.
 
-class Grid:
 
+class Grid:
   def __init__(self, rows: int, cols: int):
     self.rows, self.cols = rows, cols
     self.cells: dict[tuple[int, int], dict[str, Any]] = {}
@@ -127,8 +146,12 @@ class Grid:
     return out
 
 
-def _describer(code_names: Sequence[str], inputs: dict[str, image_io.Inputs],
-               class_names: Sequence[str] | None = None, class_split: str = "train"):
+def _describer(
+  code_names: Sequence[str],
+  inputs: dict[str, image_io.Inputs],
+  class_names: Sequence[str] | None = None,
+  class_split: str = "train",
+):
   def term(role, i, w):
     if role == "class":
       return {"class": class_names[i], "mean_over": class_split, "weight": round(w, 6)}
@@ -136,10 +159,12 @@ def _describer(code_names: Sequence[str], inputs: dict[str, image_io.Inputs],
 
   def describe(recipe):
     return {code_names[m]: [term(*t) for t in terms] for m, terms in enumerate(recipe)}
+
   return describe
 
 
 # ----------------------------------------------------------------------------------------
+
 
 def _parse_weights(text: str) -> list[list[float]]:
   sets = []
@@ -149,41 +174,46 @@ def _parse_weights(text: str) -> list[list[float]]:
     try:
       sets.append([float(x) for x in part.split(",")])
     except ValueError:
-      raise UsageError(f"--weights={text!r}: write numbers separated by commas (sets by "
-                       "';'), e.g. --weights=0.5,0.3,0.2") from None
+      raise errors.CommandLineError(
+        f"--weights={text!r}: write numbers separated by commas (sets by ';'), e.g. "
+        "--weights=0.5,0.3,0.2"
+      ) from None
   if not sets:
-    raise UsageError("--weights is empty")
+    raise errors.CommandLineError("--weights is empty")
   if len({len(s) for s in sets}) > 1:
-    raise UsageError("--weights: every set must have one weight per source")
+    raise errors.CommandLineError("--weights: every set must have one weight per source")
   return sets
 
 
 def _need(args, *names: str) -> None:
   for n in names:
     if getattr(args, n) is None:
-      raise UsageError(f"--mode={args.mode} needs --{n}")
+      raise errors.CommandLineError(f"--mode={args.mode} needs --{n}")
 
 
 def _check_args(args) -> None:
   if not args.out.lower().endswith(".png"):
-    raise UsageError(f"--out={args.out}: give a .png file name")
+    raise errors.CommandLineError(f"--out={args.out}: give a .png file name")
   if args.batch_size < 1:
-    raise UsageError("--batch_size must be positive")
+    raise errors.CommandLineError("--batch_size must be positive")
   if args.num is not None and args.num < 1:
-    raise UsageError("--num must be positive")
-  need = {"transfer": ("source", "target", "attributes"),
-          "interpolate": ("source", "target", "attributes"),
-          "mix": ("source", "attributes"), "label": ("source", "attributes"),
-          "random": ()}[args.mode]
+    raise errors.CommandLineError("--num must be positive")
+  need = {
+    "transfer": ("source", "target", "attributes"),
+    "interpolate": ("source", "target", "attributes"),
+    "mix": ("source", "attributes"),
+    "label": ("source", "attributes"),
+    "random": (),
+  }[args.mode]
   _need(args, *need)
   if args.mode == "interpolate" and args.steps < 2:
-    raise UsageError(f"--steps={args.steps}: interpolation needs at least 2 steps")
+    raise errors.CommandLineError(f"--steps={args.steps}: interpolation needs at least 2 steps")
   if args.weights is not None and args.mode != "mix":
-    raise UsageError("--weights is for --mode=mix")
+    raise errors.CommandLineError("--weights is for --mode=mix")
   if args.onto is not None and args.mode != "interpolate":
-    raise UsageError("--onto is for --mode=interpolate")
+    raise errors.CommandLineError("--onto is for --mode=interpolate")
   if args.classes is not None and args.mode != "label":
-    raise UsageError("--classes is for --mode=label")
+    raise errors.CommandLineError("--classes is for --mode=label")
 
 
 class _Dataset:
@@ -202,8 +232,9 @@ class _Dataset:
       except Exception as e:  # pylint: disable=broad-except
         first = errors.one_line(str(e))[:300] or type(e).__name__
         raise errors.InputError(
-            f"cannot open dataset {self.config.dataset.name} (data_dir "
-            f"{self.config.dataset.data_dir or 'default'}): {first}") from None
+          f"cannot open dataset {self.config.dataset.name} (data_dir "
+          f"{self.config.dataset.data_dir or 'default'}): {first}"
+        ) from None
     return self._loaded
 
   def builder(self):
@@ -224,7 +255,8 @@ def _load_quietly(workdir: str, step: int | None):
 
 
 def run(args) -> dict[str, Any]:
-  """Does what the parsed command line asks; returns the JSON sidecar's contents."""
+  """Does what the parsed command line asks (``args``: the flags, :data:`FLAGS`, or any
+  object with the same attributes); returns the JSON sidecar's contents."""
   _check_args(args)
   weight_sets = _parse_weights(args.weights) if args.weights is not None else None
   trained = _load_quietly(args.workdir, args.step)
@@ -237,14 +269,19 @@ def run(args) -> dict[str, Any]:
   chosen: list[int] = []
   if args.attributes is not None:
     chosen = sampling.attribute_indices(
-        [a for a in args.attributes.split(",") if a.strip()], attributes)
+      [a for a in args.attributes.split(",") if a.strip()], attributes
+    )
   logging.info("Model %s at step %d: codes %s.", args.workdir, trained.step, ", ".join(names))
   sampler = sampling.Sampler.from_trained(trained, batch_size=args.batch_size)
   load = lambda v, what: image_io.load_source(v, config, dataset.builder, what=what)
   size = int(config.image_size)
-  meta: dict[str, Any] = {"mode": args.mode, "workdir": os.path.abspath(args.workdir),
-                          "step": trained.step, "code_slots": list(names),
-                          "attributes": [names[k] for k in chosen]}
+  meta: dict[str, Any] = {
+    "mode": args.mode,
+    "workdir": os.path.abspath(args.workdir),
+    "step": trained.step,
+    "code_slots": list(names),
+    "attributes": [names[k] for k in chosen],
+  }
 
   if args.mode == "transfer":
     src, tgt = load(args.source, "--source"), load(args.target, "--target")
@@ -261,8 +298,9 @@ def run(args) -> dict[str, Any]:
   elif args.mode == "interpolate":
     src, tgt = load(args.source, "--source"), load(args.target, "--target")
     onto = load(args.onto, "--onto") if args.onto is not None else None
-    s = sampler.interpolate(src.images, tgt.images, chosen, args.steps,
-                            onto=None if onto is None else onto.images)
+    s = sampler.interpolate(
+      src.images, tgt.images, chosen, args.steps, onto=None if onto is None else onto.images
+    )
     roles = {"source": src, "target": tgt}
     if onto is not None:
       roles["onto"] = onto
@@ -275,15 +313,19 @@ def run(args) -> dict[str, Any]:
 
   elif args.mode == "mix":
     if len(chosen) != 1:
-      raise UsageError("--mode=mix mixes one attribute's codes: give one in --attributes")
+      raise errors.CommandLineError(
+        "--mode=mix mixes one attribute's codes: give one in --attributes"
+      )
     src = load(args.source, "--source")
     if weight_sets is not None:
       if args.num is not None and args.num != len(weight_sets):
-        raise UsageError(f"--num={args.num} but --weights gives {len(weight_sets)} set(s)")
+        raise errors.CommandLineError(
+          f"--num={args.num} but --weights gives {len(weight_sets)} set(s)"
+        )
       weights = sampling.check_weights(weight_sets, len(src))
     else:
       if len(src) < 2:
-        raise UsageError("--mode=mix needs at least two --source images")
+        raise errors.CommandLineError("--mode=mix needs at least two --source images")
       weights = sampling.random_convex_weights(len(src), args.num or DEFAULT_NUM, args.seed)
       meta["seed"] = args.seed
     s = sampler.mix(src.images, chosen[0], weights)
@@ -299,7 +341,9 @@ def run(args) -> dict[str, Any]:
 
   elif args.mode == "label":
     if len(chosen) != 1 or chosen[0] == len(attributes):
-      raise UsageError("--mode=label needs one labelled attribute in --attributes (not rest)")
+      raise errors.CommandLineError(
+        "--mode=label needs one labelled attribute in --attributes (not rest)"
+      )
     k = chosen[0]
     src = load(args.source, "--source")
     class_names = list(dataset.info().class_names[k])
@@ -307,26 +351,32 @@ def run(args) -> dict[str, Any]:
       unknown = [c for c in args.classes.split(",") if c.strip() and c.strip() not in class_names]
       if unknown:
         raise sampling.SamplingError(
-            f"--classes: {attributes[k]} has no class {unknown[0].strip()!r}; it has "
-            f"{', '.join(class_names[:20])}{', ...' if len(class_names) > 20 else ''}")
-    means = sampling.load_or_compute_mean_codes(args.workdir, trained, dataset.builder(), k,
-                                                batch_size=args.batch_size)
+          f"--classes: {attributes[k]} has no class {unknown[0].strip()!r}; it has "
+          f"{', '.join(class_names[:20])}{', ...' if len(class_names) > 20 else ''}"
+        )
+    means = sampling.load_or_compute_mean_codes(
+      args.workdir, trained, dataset.builder(), k, batch_size=args.batch_size
+    )
     present = [c for c in range(len(class_names)) if np.all(np.isfinite(means[c]))]
     if args.classes is not None:
       classes = []
       for name in (x.strip() for x in args.classes.split(",") if x.strip()):
         c = class_names.index(name)
         if c not in present:
-          raise sampling.SamplingError(f"--classes: {attributes[k]} class {name!r} has no "
-                                       "training images, so no mean code")
+          raise sampling.SamplingError(
+            f"--classes: {attributes[k]} class {name!r} has no training images, so no mean code"
+          )
         classes.append(c)
       if not classes:
-        raise UsageError("--classes names no class")
+        raise errors.CommandLineError("--classes names no class")
     else:
       classes = present
       if len(present) < len(class_names):
-        logging.info("Leaving out %d %s classes with no training images.",
-                     len(class_names) - len(present), attributes[k])
+        logging.info(
+          "Leaving out %d %s classes with no training images.",
+          len(class_names) - len(present),
+          attributes[k],
+        )
     s = sampler.to_classes(src.images, k, means, classes)
     describe = _describer(names, {"source": src}, class_names)
     grid = Grid(len(src), 1 + len(classes))
@@ -341,9 +391,10 @@ def run(args) -> dict[str, Any]:
     num = args.num or DEFAULT_NUM
     items = image_io.split_items(args.source) if args.source else ["split:train"]
     if len(items) == 1 and items[0].startswith(image_io.SPLIT_PREFIX):
-      spec = items[0][len(image_io.SPLIT_PREFIX):]
-      donors = sampling.random_donors(image_io.split_size(dataset.builder(), spec), num,
-                                      len(names), args.seed)
+      spec = items[0][len(image_io.SPLIT_PREFIX) :]
+      donors = sampling.random_donors(
+        image_io.split_size(dataset.builder(), spec), num, len(names), args.seed
+      )
       used = sorted(set(donors.ravel().tolist()))
       pool = image_io.load_split(dataset.builder(), spec, config, indices=used)
       donors = np.searchsorted(np.asarray(used), donors)
@@ -374,44 +425,33 @@ def write(args, grid: Grid, size: int, meta: dict[str, Any]) -> dict[str, Any]:
       images_lib.save_png(images_lib.to_uint8(grid.pixels[r, c]), path)
       cell["file"] = os.path.relpath(path, os.path.dirname(out))
     cells.append(cell)
-  meta.update({"image": os.path.basename(out), "rows": grid.rows, "cols": grid.cols,
-               "tile_size": size, "pad": 2, "cells": cells})
+  meta.update(
+    {
+      "image": os.path.basename(out),
+      "rows": grid.rows,
+      "cols": grid.cols,
+      "tile_size": size,
+      "pad": 2,
+      "cells": cells,
+    }
+  )
   sidecar = os.path.splitext(out)[0] + ".json"
   with open(sidecar, "w") as f:
     json.dump(meta, f, indent=1)
-  print(f"wrote {out} ({grid.rows}x{grid.cols} tiles of {size} px) and {sidecar}"
-        + (f"; tiles in {folder}" if args.save_individual else ""))
+  print(
+    f"wrote {out} ({grid.rows}x{grid.cols} tiles of {size} px) and {sidecar}"
+    + (f"; tiles in {folder}" if args.save_individual else "")
+  )
   return meta
 
 
-def _fail(text: str, status: int) -> int:
-  logging.flush()
-  sys.stdout.flush()
-  print(f"error: {errors.one_line(text)}", file=sys.stderr, flush=True)
-  return status
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-  """The command line (``argv`` without the program name); returns the exit status: 0 done,
-  1 a known error (``attrdis.errors``: bad input, checkpoint, config, files), 2 a bad
-  command line. Each error is one ``error: ...`` line on stderr, without a traceback."""
-  argv = sys.argv[1:] if argv is None else list(argv)
+def main(argv: Sequence[str]) -> None:
+  """Makes what the flags ask (absl's main; no positional arguments)."""
+  del argv
   logging.set_verbosity(logging.INFO)
-  try:
-    args = build_parser().parse_args(argv)
-    compilation_cache.enable(args.compilation_cache)
-    run(args)
-  except UsageError as e:
-    return _fail(str(e), errors.EXIT_USAGE)
-  except KeyboardInterrupt:
-    return _fail("interrupted", errors.EXIT_INTERRUPTED)
-  except Exception as e:  # pylint: disable=broad-except
-    text = errors.message(e)
-    if text is None:  # a bug: keep its traceback
-      raise
-    return _fail(text, errors.exit_status(e))
-  return 0
+  compilation_cache.enable(FLAGS.compilation_cache)
+  run(FLAGS)
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.run(main, FLAGS)

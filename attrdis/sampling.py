@@ -8,7 +8,8 @@ sums of codes of known images (or of class-mean codes): transfer takes slot k fr
 image (weight 1), interpolation (Eq. 12) and mixtures (Eq. 11) take convex combinations.
 :class:`Sampler` runs all of them through one jitted, batched "gather, weight, decode"
 function and returns, with the images, the recipe of each (which input and weight made
-each code slot), so that callers can say how every image was made.
+each code slot), so that callers can say how every image was made. :func:`decode_batched`
+decodes codes that are already made (``Sampler.decode``; the evaluator's transfers).
 
 ``mean_codes`` / ``load_or_compute_mean_codes`` give the class-mean code of an attribute
 over a dataset split, E_i[z_m^(i)] (how the paper makes its model label-conditioned for
@@ -42,6 +43,7 @@ class SamplingError(errors.InputError):
 # ----------------------------------------------------------------------------------------
 # Pure code-level operations.
 
+
 def encode(models: Models, gen_params, x: jax.Array) -> list[jax.Array]:
   return models.gen.apply({"params": gen_params}, x, method="encode")
 
@@ -50,20 +52,24 @@ def decode(models: Models, gen_params, codes: Sequence[jax.Array]) -> jax.Array:
   return models.gen.apply({"params": gen_params}, list(codes), method="decode")
 
 
-def transfer_codes(source: Sequence[jax.Array], target: Sequence[jax.Array],
-                   take: Sequence[int]) -> list[jax.Array]:
+def transfer_codes(
+  source: Sequence[jax.Array], target: Sequence[jax.Array], take: Sequence[int]
+) -> list[jax.Array]:
   """The source's codes with the codes at indices ``take`` replaced by the target's."""
   take = set(take)
   return [t if k in take else s for k, (s, t) in enumerate(zip(source, target))]
 
 
-def interpolate_codes(source: Sequence[jax.Array], target: Sequence[jax.Array],
-                      take: Sequence[int], alpha) -> list[jax.Array]:
+def interpolate_codes(
+  source: Sequence[jax.Array], target: Sequence[jax.Array], take: Sequence[int], alpha
+) -> list[jax.Array]:
   """Eq. 12: the codes at ``take`` go linearly from the source's (alpha 0) to the target's
   (alpha 1), ``(1 - alpha) z_s + alpha z_t``; the other codes are the source's."""
   take = set(take)
-  return [(1.0 - alpha) * s + alpha * t if k in take else s
-          for k, (s, t) in enumerate(zip(source, target))]
+  return [
+    (1.0 - alpha) * s + alpha * t if k in take else s
+    for k, (s, t) in enumerate(zip(source, target))
+  ]
 
 
 def mix_codes(codes: Sequence[jax.Array], k: int, weights) -> list[jax.Array]:
@@ -92,13 +98,15 @@ def monitoring_rows(models: Models, gen_params, x: jax.Array) -> jax.Array:
 # ----------------------------------------------------------------------------------------
 # Names and weights.
 
+
 def code_names(attributes: Sequence[str]) -> tuple[str, ...]:
   """The names of the code slots: the attributes, then ``rest``."""
   return tuple(attributes) + (REST,)
 
 
-def attribute_indices(requested: Iterable[str], attributes: Sequence[str],
-                      allow_rest: bool = True) -> list[int]:
+def attribute_indices(
+  requested: Iterable[str], attributes: Sequence[str], allow_rest: bool = True
+) -> list[int]:
   """Code-slot indices of attribute names (``rest`` = z_0 = M), in the order given."""
   names = code_names(attributes) if allow_rest else tuple(attributes)
   out = []
@@ -130,8 +138,10 @@ def check_weights(weights, count: int, tolerance: float = 1e-3) -> np.ndarray:
   sums = w.sum(axis=1)
   bad = np.abs(sums - 1.0) > tolerance
   if np.any(bad):
-    raise SamplingError(f"weights must sum to 1 (a convex combination, Eq. 11); "
-                        f"{_fmt(w[bad][0])} sums to {sums[bad][0]:g}")
+    raise SamplingError(
+      f"weights must sum to 1 (a convex combination, Eq. 11); "
+      f"{_fmt(w[bad][0])} sums to {sums[bad][0]:g}"
+    )
   return w / sums[:, None]
 
 
@@ -150,8 +160,9 @@ def random_donors(pool_size: int, num: int, num_codes: int, seed: int) -> np.nda
     raise SamplingError("the pool of images to draw codes from is empty")
   rng = np.random.default_rng(seed)
   replace = pool_size < num_codes
-  return np.stack([rng.choice(pool_size, size=num_codes, replace=replace)
-                   for _ in range(num)]).astype(np.int64)
+  return np.stack(
+    [rng.choice(pool_size, size=num_codes, replace=replace) for _ in range(num)]
+  ).astype(np.int64)
 
 
 def _fmt(w) -> str:
@@ -160,6 +171,7 @@ def _fmt(w) -> str:
 
 # ----------------------------------------------------------------------------------------
 # Jitted kernels (the generator module is static: equal configs share compilations).
+
 
 @functools.partial(jax.jit, static_argnames=("gen",))
 def _encode_jit(gen, gen_params, x):
@@ -175,8 +187,10 @@ def _decode_jit(gen, gen_params, codes):
 def _render_jit(gen, gen_params, banks, index, weight):
   """banks: tuple of M+1 arrays (N_m, h, w, c); index, weight: (M+1, B, P).
   Slot m of output b is sum_p weight[m, b, p] * banks[m][index[m, b, p]]."""
-  codes = [jnp.sum(weight[m][:, :, None, None, None] * bank[index[m]], axis=1)
-           for m, bank in enumerate(banks)]
+  codes = [
+    jnp.sum(weight[m][:, :, None, None, None] * bank[index[m]], axis=1)
+    for m, bank in enumerate(banks)
+  ]
   return gen.apply({"params": gen_params}, codes, method="decode")
 
 
@@ -184,8 +198,9 @@ def _render_jit(gen, gen_params, banks, index, weight):
 def _class_sums_jit(gen, gen_params, x, onehot, k):
   """Sum over the batch of code k per class: (C, h, w, c); rows of ``onehot`` may be 0."""
   z = gen.apply({"params": gen_params}, x, method=lambda mod, x: mod.encoders[k](x))
-  return jnp.einsum("bc,bhwk->chwk", onehot, z.astype(jnp.float32),
-                    precision=jax.lax.Precision.HIGHEST)
+  return jnp.einsum(
+    "bc,bhwk->chwk", onehot, z.astype(jnp.float32), precision=jax.lax.Precision.HIGHEST
+  )
 
 
 def _pad_to(x: np.ndarray, size: int) -> np.ndarray:
@@ -193,6 +208,26 @@ def _pad_to(x: np.ndarray, size: int) -> np.ndarray:
     return x
   pad = np.zeros((size - len(x),) + x.shape[1:], x.dtype)
   return np.concatenate([x, pad])
+
+
+def decode_batched(
+  models: Models,
+  gen_params,
+  codes: Sequence[Any],
+  batch_size: int,
+  on_batch: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+  """Images (n, S, S, 3) in [-1, 1] of codes given per slot as (n, h, w, c) arrays, decoded
+  ``batch_size`` at a time (the last batch padded, so one compilation serves every batch);
+  ``on_batch(done, n)`` is called after each batch."""
+  n = int(codes[0].shape[0])
+  out = []
+  for start in range(0, n, batch_size):
+    chunk = [_pad_to(np.asarray(z[start : start + batch_size]), batch_size) for z in codes]
+    out.append(np.asarray(_decode_jit(models.gen, gen_params, chunk)))
+    if on_batch is not None:
+      on_batch(min(start + batch_size, n), n)
+  return np.concatenate(out)[:n]
 
 
 # ----------------------------------------------------------------------------------------
@@ -212,6 +247,7 @@ class Samples:
   ('source', 'target', 'onto', 'pool', or 'class' for class-mean codes) and ``i`` indexes
   them.
   """
+
   images: np.ndarray
   recipes: Any
 
@@ -224,8 +260,7 @@ class Sampler:
   progress is logged every ``log_every`` images.
   """
 
-  def __init__(self, models: Models, gen_params, batch_size: int = 32,
-               log_every: int = 256):
+  def __init__(self, models: Models, gen_params, batch_size: int = 32, log_every: int = 256):
     if batch_size < 1:
       raise SamplingError(f"batch size must be positive, got {batch_size}")
     self.models = models
@@ -244,8 +279,9 @@ class Sampler:
   def _progress(self, verb: str, done: int, total: int) -> None:
     """Logs ``done/total`` when a multiple of ``log_every`` images was passed (and at the end)."""
     every = max(self.log_every, 1)
-    if total > self.batch_size and (done == total or
-                                    done // every != (done - self.batch_size) // every):
+    if total > self.batch_size and (
+      done == total or done // every != (done - self.batch_size) // every
+    ):
       logging.info("%s %d/%d images", verb, done, total)
 
   def encode(self, images) -> list[jax.Array]:
@@ -257,28 +293,29 @@ class Sampler:
       raise SamplingError("no images to encode")
     chunks = []
     for start in range(0, n, b):
-      x = _pad_to(images[start:start + b], b)
+      x = _pad_to(images[start : start + b], b)
       chunks.append(_encode_jit(self.models.gen, self.gen_params, jnp.asarray(x)))
       self._progress("encoded", min(start + b, n), n)
     return [jnp.concatenate([c[m] for c in chunks]) for m in range(self.num_codes)]
 
   def decode(self, codes: Sequence[jax.Array]) -> np.ndarray:
     """Images of a batch of codes (any batch size, decoded ``batch_size`` at a time)."""
-    n, b = int(codes[0].shape[0]), self.batch_size
-    out = []
-    for start in range(0, n, b):
-      chunk = [_pad_to(np.asarray(z[start:start + b]), b) for z in codes]
-      out.append(np.asarray(_decode_jit(self.models.gen, self.gen_params, chunk)))
-      self._progress("decoded", min(start + b, n), n)
-    return np.concatenate(out)[:n]
+    return decode_batched(
+      self.models,
+      self.gen_params,
+      codes,
+      self.batch_size,
+      lambda done, n: self._progress("decoded", done, n),
+    )
 
   def reconstruct(self, images) -> np.ndarray:
     """Dec(Enc(x)) of each image."""
     n = len(images)
     return self.decode([z[:n] for z in self.encode(images)])
 
-  def render(self, codes: Mapping[str, Mapping[int, jax.Array]],
-             recipes: Sequence[Recipe]) -> np.ndarray:
+  def render(
+    self, codes: Mapping[str, Mapping[int, jax.Array]], recipes: Sequence[Recipe]
+  ) -> np.ndarray:
     """Decodes one image per recipe. ``codes[role][m]`` holds the slot-m codes of that
     role's inputs (a (n, h, w, c) array), which the recipes' terms index."""
     m_codes = self.num_codes
@@ -310,10 +347,15 @@ class Sampler:
     for start in range(0, n, b):
       idx = np.zeros((m_codes, b, p), np.int32)
       wgt = np.zeros((m_codes, b, p), np.float32)
-      idx[:, :min(b, n - start)] = index[:, start:start + b]
-      wgt[:, :min(b, n - start)] = weight[:, start:start + b]
-      out.append(np.asarray(_render_jit(self.models.gen, self.gen_params, tuple(banks),
-                                        jnp.asarray(idx), jnp.asarray(wgt))))
+      idx[:, : min(b, n - start)] = index[:, start : start + b]
+      wgt[:, : min(b, n - start)] = weight[:, start : start + b]
+      out.append(
+        np.asarray(
+          _render_jit(
+            self.models.gen, self.gen_params, tuple(banks), jnp.asarray(idx), jnp.asarray(wgt)
+          )
+        )
+      )
       self._progress("generated", min(start + b, n), n)
     return np.concatenate(out)[:n]
 
@@ -324,8 +366,10 @@ class Sampler:
     take = {int(k) for k in take}
     bad = [k for k in take if not 0 <= k < self.num_codes]
     if bad:
-      raise SamplingError(f"code index {bad[0]} out of range: the model has {self.num_codes} "
-                          f"codes (0..{self.num_codes - 1}, the last being rest)")
+      raise SamplingError(
+        f"code index {bad[0]} out of range: the model has {self.num_codes} "
+        f"codes (0..{self.num_codes - 1}, the last being rest)"
+      )
     return take
 
   def _samples(self, codes, recipes: list[Recipe], shape: tuple[int, ...]) -> Samples:
@@ -333,7 +377,7 @@ class Sampler:
     images = images.reshape(shape + images.shape[1:])
     nested: Any = recipes
     for d in reversed(shape[1:]):
-      nested = [nested[i:i + d] for i in range(0, len(nested), d)]
+      nested = [nested[i : i + d] for i in range(0, len(nested), d)]
     return Samples(images=images, recipes=nested)
 
   # -- the modes
@@ -344,13 +388,16 @@ class Sampler:
     ns, nt = len(sources), len(targets)
     take = self._slots(take)
     codes = {"source": self._all(self.encode(sources)), "target": self._all(self.encode(targets))}
-    recipes = [tuple((("target", j, 1.0),) if m in take else (("source", i, 1.0),)
-                     for m in range(self.num_codes))
-               for i in range(ns) for j in range(nt)]
+    recipes = [
+      tuple(
+        (("target", j, 1.0),) if m in take else (("source", i, 1.0),) for m in range(self.num_codes)
+      )
+      for i in range(ns)
+      for j in range(nt)
+    ]
     return self._samples(codes, recipes, (ns, nt))
 
-  def interpolate(self, sources, targets, take: Sequence[int], steps: int,
-                  onto=None) -> Samples:
+  def interpolate(self, sources, targets, take: Sequence[int], steps: int, onto=None) -> Samples:
     """Eq. 12 between pairs (source i, target i), a lone source or target being paired with
     every image of the other: the codes at ``take`` go from the source's (column 0) to the
     target's (column steps-1) in ``steps`` equal steps; the other codes are the source's,
@@ -361,8 +408,7 @@ class Sampler:
       raise SamplingError(f"--steps must be at least 2 (the two endpoints), got {steps}")
     ns, nt = len(sources), len(targets)
     if ns != nt and 1 not in (ns, nt):
-      raise SamplingError(f"{ns} sources and {nt} targets: give as many of each, or one of "
-                          "either")
+      raise SamplingError(f"{ns} sources and {nt} targets: give as many of each, or one of either")
     pairs = max(ns, nt)
     codes = {"source": self._all(self.encode(sources)), "target": self._all(self.encode(targets))}
     no = 0
@@ -377,10 +423,14 @@ class Sampler:
       i, j = (q if ns > 1 else 0), (q if nt > 1 else 0)
       base = ("onto", q if no > 1 else 0) if onto is not None else ("source", i)
       for a in alphas:
-        recipes.append(tuple(
-            (("source", i, float(1.0 - a)), ("target", j, float(a))) if m in take
+        recipes.append(
+          tuple(
+            (("source", i, float(1.0 - a)), ("target", j, float(a)))
+            if m in take
             else ((base[0], base[1], 1.0),)
-            for m in range(self.num_codes)))
+            for m in range(self.num_codes)
+          )
+        )
     return self._samples(codes, recipes, (pairs, steps))
 
   def mix(self, images, k: int, weights) -> Samples:
@@ -391,9 +441,13 @@ class Sampler:
     (k,) = self._slots([k])
     w = check_weights(weights, n)
     codes = {"source": self._all(self.encode(images))}
-    recipes = [tuple(tuple(("source", i, float(row[i])) for i in range(n)) if m == k
-                     else (("source", 0, 1.0),) for m in range(self.num_codes))
-               for row in w]
+    recipes = [
+      tuple(
+        tuple(("source", i, float(row[i])) for i in range(n)) if m == k else (("source", 0, 1.0),)
+        for m in range(self.num_codes)
+      )
+      for row in w
+    ]
     return self._samples(codes, recipes, (len(w),))
 
   def to_classes(self, images, k: int, class_codes, classes: Sequence[int]) -> Samples:
@@ -405,9 +459,14 @@ class Sampler:
       raise SamplingError(f"class(es) {empty} have no mean code (no images of them)")
     n = len(images)
     codes = {"source": self._all(self.encode(images)), "class": {k: class_codes}}
-    recipes = [tuple((("class", int(c), 1.0),) if m == k else (("source", i, 1.0),)
-                     for m in range(self.num_codes))
-               for i in range(n) for c in classes]
+    recipes = [
+      tuple(
+        (("class", int(c), 1.0),) if m == k else (("source", i, 1.0),)
+        for m in range(self.num_codes)
+      )
+      for i in range(n)
+      for c in classes
+    ]
     return self._samples(codes, recipes, (n, len(classes)))
 
   def recombine(self, pool, donors) -> Samples:
@@ -417,35 +476,47 @@ class Sampler:
     if donors.ndim != 2 or donors.shape[1] != self.num_codes:
       raise ValueError(f"donors must be (num, {self.num_codes}), got {donors.shape}")
     codes = {"pool": self._all(self.encode(pool))}
-    recipes = [tuple((("pool", int(row[m]), 1.0),) for m in range(self.num_codes))
-               for row in donors]
+    recipes = [
+      tuple((("pool", int(row[m]), 1.0),) for m in range(self.num_codes)) for row in donors
+    ]
     return self._samples(codes, recipes, (len(donors),))
 
 
 # ----------------------------------------------------------------------------------------
 # Class-mean codes.
 
+
 def _read_split(builder, split: str):
   """The data source of ``split`` (slices like ``train[:100]`` allowed) and its records'
   indices; see ``attrdis.image_io.split_source``."""
   from attrdis import image_io  # pylint: disable=g-import-not-at-top
+
   return image_io.split_source(builder, split)
 
 
-def mean_codes(trained, builder, attribute_index: int, split: str = "train",
-               batch_size: int = 64, return_counts: bool = False):
+def mean_codes(
+  trained,
+  builder,
+  attribute_index: int,
+  split: str = "train",
+  batch_size: int = 64,
+  return_counts: bool = False,
+):
   """The mean code of each class of attribute ``attribute_index`` (0..M-1) over ``split``
   of ``builder``'s (prepared) dataset: float32 (num_classes, h, w, c); classes with no
   image in the split are NaN. Batched and jitted, encoder ``attribute_index`` only; the
   images go through the training pipeline's ``ToModelInputs``. With ``return_counts``
   also returns the images per class (num_classes,)."""
   from attrdis import input_pipeline  # pylint: disable=g-import-not-at-top
+
   config, models = trained.config, trained.models
   attributes = tuple(config.dataset.attributes)
   if not 0 <= attribute_index < len(attributes):
-    raise SamplingError(f"attribute index {attribute_index}: the model has attributes "
-                        f"{', '.join(attributes)} (0..{len(attributes) - 1}); rest has no "
-                        "classes")
+    raise SamplingError(
+      f"attribute index {attribute_index}: the model has attributes "
+      f"{', '.join(attributes)} (0..{len(attributes) - 1}); rest has no "
+      "classes"
+    )
   num_classes = models.num_classes[attribute_index]
   source, indices = _read_split(builder, split)
   if not indices:
@@ -458,15 +529,22 @@ def mean_codes(trained, builder, attribute_index: int, split: str = "train",
   every = max(batch_size, n // 10)  # progress about every 10%
   logging.info("Mean %s codes over %d images of %s.", attributes[attribute_index], n, split)
   for start in range(0, n, batch_size):
-    records = [to_inputs.map(source[i]) for i in indices[start:start + batch_size]]
+    records = [to_inputs.map(source[i]) for i in indices[start : start + batch_size]]
     x = np.stack([r["image"] for r in records])
     labels = np.asarray([r["label"][attribute_index] for r in records])
     onehot = np.zeros((batch_size, num_classes), np.float32)
     onehot[np.arange(len(labels)), labels] = 1.0
     counts += onehot.sum(axis=0).astype(np.int64)
-    batch_sums = np.asarray(_class_sums_jit(
-        models.gen, gen_params, jnp.asarray(_pad_to(x, batch_size)), jnp.asarray(onehot),
-        k=attribute_index), np.float64)
+    batch_sums = np.asarray(
+      _class_sums_jit(
+        models.gen,
+        gen_params,
+        jnp.asarray(_pad_to(x, batch_size)),
+        jnp.asarray(onehot),
+        k=attribute_index,
+      ),
+      np.float64,
+    )
     sums = batch_sums if sums is None else sums + batch_sums
     done = min(start + batch_size, n)
     if done == n or done // every != (done - len(records)) // every:
@@ -478,27 +556,45 @@ def mean_codes(trained, builder, attribute_index: int, split: str = "train",
 
 
 def mean_codes_path(workdir: str, step: int) -> str:
-  return os.path.join(os.path.abspath(os.path.expanduser(workdir)), "mean_codes",
-                      f"step_{int(step)}.npz")
+  return os.path.join(
+    os.path.abspath(os.path.expanduser(workdir)), "mean_codes", f"step_{int(step)}.npz"
+  )
 
 
 def _cache_key(trained, attribute_index: int, split: str) -> str:
   """What the mean codes depend on: encoder k's params, the data and its preprocessing."""
   h = hashlib.sha256()
   encoder = trained.params["gen"][f"encoders_{attribute_index}"]
-  for path, leaf in sorted(jax.tree_util.tree_flatten_with_path(encoder)[0],
-                           key=lambda t: jax.tree_util.keystr(t[0])):
+  for path, leaf in sorted(
+    jax.tree_util.tree_flatten_with_path(encoder)[0], key=lambda t: jax.tree_util.keystr(t[0])
+  ):
     h.update(jax.tree_util.keystr(path).encode())
     h.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
   d = trained.config.dataset
-  h.update(repr((d.name, d.builder_config, split, trained.config.image_size,
-                 tuple(d.attributes), trained.config.dtype)).encode())
+  h.update(
+    repr(
+      (
+        d.name,
+        d.builder_config,
+        split,
+        trained.config.image_size,
+        tuple(d.attributes),
+        trained.config.dtype,
+      )
+    ).encode()
+  )
   return h.hexdigest()
 
 
-def load_or_compute_mean_codes(workdir: str, trained, builder, attribute_index: int,
-                               split: str = "train", batch_size: int = 64,
-                               compute: Callable[..., Any] | None = None) -> np.ndarray:
+def load_or_compute_mean_codes(
+  workdir: str,
+  trained,
+  builder,
+  attribute_index: int,
+  split: str = "train",
+  batch_size: int = 64,
+  compute: Callable[..., Any] | None = None,
+) -> np.ndarray:
   """``mean_codes``, cached in ``workdir/mean_codes/step_<N>.npz`` (N = trained.step) under
   the attribute's name (``name@split`` for splits other than train). An entry is reused
   only if the encoder's params, dataset, split and image size it was made from are the
@@ -519,10 +615,16 @@ def load_or_compute_mean_codes(workdir: str, trained, builder, attribute_index: 
     if entry in stored and str(stored.get(f"{entry}.key")) == key:
       logging.info("Mean %s codes from %s.", entry, path)
       return stored[entry]
-  means, counts = compute(trained, builder, attribute_index, split=split,
-                          batch_size=batch_size, return_counts=True)
-  stored.update({entry: np.asarray(means, np.float32), f"{entry}.counts": counts,
-                 f"{entry}.key": np.asarray(key)})
+  means, counts = compute(
+    trained, builder, attribute_index, split=split, batch_size=batch_size, return_counts=True
+  )
+  stored.update(
+    {
+      entry: np.asarray(means, np.float32),
+      f"{entry}.counts": counts,
+      f"{entry}.key": np.asarray(key),
+    }
+  )
   os.makedirs(os.path.dirname(path), exist_ok=True)
   tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
   try:

@@ -4,7 +4,7 @@ Everything random is a function of ``config.seed`` and the step; the data order 
 grain iterator's, whose position is checkpointed with the params, so a run stopped and
 started again on the same workdir ends where an uninterrupted run would.
 
-Reliability (docs/notes/reliability.md): SIGTERM/SIGINT end the run after the current step with
+Reliability (docs/reliability.md): SIGTERM/SIGINT end the run after the current step with
 a checkpoint at that step (all processes agree on the step through JAX's preemption sync
 point); non-finite steps are flagged inside the step, never applied, and stop the run (or
 are skipped, with ``config.skip_nonfinite_updates``) without a checkpoint after them;
@@ -56,8 +56,9 @@ def check_workdir(workdir: str) -> str:
       f.write("ok")
     os.remove(probe)
   except OSError as e:
-    raise ConfigError(f"--workdir={workdir} is not writable ({e.strerror}); give a folder "
-                      "you can write to.") from None
+    raise ConfigError(
+      f"--workdir={workdir} is not writable ({e.strerror}); give a folder you can write to."
+    ) from None
   return workdir
 
 
@@ -76,6 +77,7 @@ def first_batch(data_iter, num_workers: int):
   if num_workers <= 0 or threading.current_thread() is not threading.main_thread():
     return next(data_iter)
   import multiprocessing  # pylint: disable=g-import-not-at-top
+
   before = {p.pid for p in multiprocessing.active_children()}
   result = {}
 
@@ -84,6 +86,7 @@ def first_batch(data_iter, num_workers: int):
       result["batch"] = next(data_iter)
     except BaseException as e:  # pylint: disable=broad-except
       result["error"] = e
+
   helper = threading.Thread(target=fetch, name="attrdis-first-batch", daemon=True)
   previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
   previous = {sig: h for sig, h in previous.items() if h is not None}
@@ -91,8 +94,10 @@ def first_batch(data_iter, num_workers: int):
     for sig in previous:
       signal.signal(sig, signal.SIG_IGN)
     helper.start()
-    while helper.is_alive() and len({p.pid for p in multiprocessing.active_children()}
-                                     - before) < num_workers:
+    while (
+      helper.is_alive()
+      and len({p.pid for p in multiprocessing.active_children()} - before) < num_workers
+    ):
       time.sleep(0.005)
   finally:
     for sig, handler in previous.items():
@@ -124,8 +129,10 @@ def close_iterator(data_iter) -> None:
 def check_devices(config: ml_collections.ConfigDict) -> None:
   n = jax.device_count()
   if config.batch_size % n:
-    raise ConfigError(f"config.batch_size={config.batch_size} does not divide over the "
-                      f"{n} devices; use a multiple of {n}.")
+    raise ConfigError(
+      f"config.batch_size={config.batch_size} does not divide over the "
+      f"{n} devices; use a multiple of {n}."
+    )
 
 
 def num_steps(config: ml_collections.ConfigDict, info: input_pipeline.DatasetInfo) -> int:
@@ -133,8 +140,10 @@ def num_steps(config: ml_collections.ConfigDict, info: input_pipeline.DatasetInf
     return config.num_train_steps
   steps_per_epoch = info.num_train // config.batch_size
   if steps_per_epoch < 1:
-    raise ConfigError(f"config.batch_size={config.batch_size} is larger than the "
-                      f"{info.num_train} training images of {info.name}.")
+    raise ConfigError(
+      f"config.batch_size={config.batch_size} is larger than the "
+      f"{info.num_train} training images of {info.name}."
+    )
   return config.num_epochs * steps_per_epoch
 
 
@@ -159,28 +168,37 @@ def fetch(tree):
         return x.addressable_data(0)
       return multihost_utils.process_allgather(x, tiled=True)
     return x
+
   return jax.device_get(jax.tree.map(local, tree))
 
 
 def data_rows(sharding: jax.sharding.Sharding, batch_size: int) -> tuple[int, int]:
   """The rows [start, stop) of the global batch that this process' devices hold."""
   index_map = sharding.addressable_devices_indices_map((batch_size,))
-  spans = sorted({(sl[0].start or 0, batch_size if sl[0].stop is None else sl[0].stop)
-                  for sl in index_map.values()})
+  spans = sorted(
+    {
+      (sl[0].start or 0, batch_size if sl[0].stop is None else sl[0].stop)
+      for sl in index_map.values()
+    }
+  )
   start, stop = spans[0][0], spans[-1][1]
   if sum(b - a for a, b in spans) != stop - start:
-    raise ConfigError(f"This process' devices hold rows {spans} of the global batch, not one "
-                      "contiguous block; the data pipeline needs a mesh whose devices are "
-                      "grouped by process.")
+    raise ConfigError(
+      f"This process' devices hold rows {spans} of the global batch, not one "
+      "contiguous block; the data pipeline needs a mesh whose devices are "
+      "grouped by process."
+    )
   return start, stop
 
 
 def to_global(tree, sharding):
   """Host values (the same on every process) as global arrays with ``sharding``; each
   process fills its own devices, with no cross-process communication."""
+
   def one(x):
     x = np.asarray(x)
     return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
   return jax.tree.map(one, tree)
 
 
@@ -190,18 +208,26 @@ def compile_train_step(models, config, mesh, schedule, state, num_attributes):
   CPU collectives (gloo) give up on a peer after 30 s at their first use."""
   _, data_sharding = step_lib.shardings(mesh)
   s, b = config.image_size, config.batch_size
-  batch = {"image": jax.ShapeDtypeStruct((b, s, s, 3), np.float32, sharding=data_sharding),
-           "label": jax.ShapeDtypeStruct((b, num_attributes), np.int32,
-                                         sharding=data_sharding)}
+  batch = {
+    "image": jax.ShapeDtypeStruct(
+      (b, s, s, 3), input_pipeline.train_image_dtype(config), sharding=data_sharding
+    ),
+    "label": jax.ShapeDtypeStruct((b, num_attributes), np.int32, sharding=data_sharding),
+  }
   jitted = step_lib.jit_train_step(models, config, mesh, schedule)
   t0 = time.perf_counter()
   compiled = jitted.lower(state, batch).compile()
-  logging.info("Train step lowered and compiled in %.1f s (persistent compilation cache: %s).",
-               time.perf_counter() - t0, jax.config.jax_compilation_cache_dir or "off")
+  logging.info(
+    "Train step lowered and compiled in %.1f s (persistent compilation cache: %s).",
+    time.perf_counter() - t0,
+    jax.config.jax_compilation_cache_dir or "off",
+  )
   if jax.process_count() > 1:
     import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-    ocp.multihost.sync_global_processes("attrdis_train_step_compiled", timeout=3600,
-                                        processes=set(range(jax.process_count())))
+
+    ocp.multihost.sync_global_processes(
+      "attrdis_train_step_compiled", timeout=3600, processes=set(range(jax.process_count()))
+    )
   return compiled
 
 
@@ -227,8 +253,11 @@ class Preemption:
     if threading.current_thread() is not threading.main_thread():
       logging.warning("Not in the main thread: SIGTERM/SIGINT will not save a checkpoint.")
       return
-    handlers = {signal.SIGINT: self._forward} if self._distributed else {
-        signal.SIGTERM: self._on_signal, signal.SIGINT: self._on_signal}
+    handlers = (
+      {signal.SIGINT: self._forward}
+      if self._distributed
+      else {signal.SIGTERM: self._on_signal, signal.SIGINT: self._on_signal}
+    )
     for sig, handler in handlers.items():
       self._previous[sig] = signal.signal(sig, handler)
 
@@ -241,15 +270,17 @@ class Preemption:
         threading.Timer(0.01, _thread.interrupt_main, args=(signal.SIGINT,)).start()
         return
       frame = frame.f_back
-    raise KeyboardInterrupt
+    raise KeyboardInterrupt("nothing saved after the last checkpoint")
 
   def _on_signal(self, signum, frame):
     if self.signal_name is not None and signum == signal.SIGINT:
       self._abort(frame)
       return
     self.signal_name = signal.Signals(signum).name
-    sys.stderr.write(f"{self.signal_name} received: saving a checkpoint after the current "
-                     "step (Ctrl-C again aborts without saving).\n")
+    sys.stderr.write(
+      f"{self.signal_name} received: saving a checkpoint after the current "
+      "step (Ctrl-C again aborts without saving).\n"
+    )
 
   def _forward(self, signum, frame):
     del signum
@@ -257,14 +288,17 @@ class Preemption:
       self._abort(frame)
       return
     self.signal_name = "SIGINT"
-    sys.stderr.write("SIGINT received: all processes will save a checkpoint at a common step "
-                     "(Ctrl-C again aborts without saving).\n")
+    sys.stderr.write(
+      "SIGINT received: all processes will save a checkpoint at a common step "
+      "(Ctrl-C again aborts without saving).\n"
+    )
     os.kill(os.getpid(), signal.SIGTERM)  # to JAX's preemption notifier
 
   def reached(self, step: int) -> bool:
     """Whether to stop after ``step`` (call it after every step, on every process)."""
     if self._distributed:
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
       try:
         reached = multihost_utils.reached_preemption_sync_point(step)
       except RuntimeError as e:  # jax_enable_preemption_service=False
@@ -283,6 +317,7 @@ class Preemption:
 
 def log_parameter_counts(params: dict) -> None:
   from clu import parameter_overview  # pylint: disable=g-import-not-at-top
+
   for group in ts.GROUPS:
     parameter_overview.log_parameter_overview(params[group], msg=f"Parameters: {group}")
   counts = {g: parameter_overview.count_parameters(params[g]) for g in ts.GROUPS}
@@ -294,12 +329,15 @@ def create_writer(workdir: str):
   # clu.metric_writers imports TensorFlow (seconds): only once the checks have passed.
   from clu import metric_writers  # pylint: disable=g-import-not-at-top
   from attrdis import jsonl_writer  # pylint: disable=g-import-not-at-top
+
   if jax.process_index() != 0:
     return metric_writers.create_default_writer(just_logging=True)
-  return metric_writers.MultiWriter([
+  return metric_writers.MultiWriter(
+    [
       metric_writers.create_default_writer(workdir, asynchronous=True),
       jsonl_writer.JsonlWriter(os.path.join(workdir, "metrics.jsonl")),
-  ])
+    ]
+  )
 
 
 FLAGS = ("nonfinite", "nonfinite_state")  # per-step flags among the metrics (1.0 = set)
@@ -308,10 +346,15 @@ FLAGS = ("nonfinite", "nonfinite_state")  # per-step flags among the metrics (1.
 def state_flag_fn(replicated):
   """A jitted state → 1.0 if any param or optimizer state is NaN/inf, else 0.0 (on device;
   run after every step, it is read with the metrics)."""
+
   def flag(state):
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves((state.params, state.opt_state))
-              if jnp.issubdtype(x.dtype, jnp.inexact)]
+    leaves = [
+      jnp.all(jnp.isfinite(x))
+      for x in jax.tree.leaves((state.params, state.opt_state))
+      if jnp.issubdtype(x.dtype, jnp.inexact)
+    ]
     return 1.0 - jnp.all(jnp.stack(leaves)).astype(jnp.float32)
+
   return jax.jit(flag, out_shardings=replicated)
 
 
@@ -329,14 +372,18 @@ def summarize(host: list[tuple[int, dict]], skip_nonfinite: bool) -> dict:
   return scalars
 
 
-def nonfinite_error(host: list[tuple[int, dict]], workdir: str, last_saved: int | None,
-                    skip_nonfinite: bool) -> errors.NonFiniteError | None:
+def nonfinite_error(
+  host: list[tuple[int, dict]], workdir: str, last_saved: int | None, skip_nonfinite: bool
+) -> errors.NonFiniteError | None:
   """The error to stop with if a fetched step was non-finite (None if training goes on).
 
   A non-finite loss term stops the run unless ``skip_nonfinite`` (the step was not applied);
   a non-finite state (finite losses, NaN/inf update) always does: it cannot be skipped."""
-  bad = [(s, m) for s, m in host
-         if m.get("nonfinite_state", 0.0) or (m.get("nonfinite", 0.0) and not skip_nonfinite)]
+  bad = [
+    (s, m)
+    for s, m in host
+    if m.get("nonfinite_state", 0.0) or (m.get("nonfinite", 0.0) and not skip_nonfinite)
+  ]
   if not bad:
     return None
   step, m = bad[0]
@@ -344,17 +391,26 @@ def nonfinite_error(host: list[tuple[int, dict]], workdir: str, last_saved: int 
   if terms:
     what = f"non-finite loss terms {', '.join(f'{k}={m[k]}' for k in terms)}"
   else:
-    what = ("the update made the params or optimizer states non-finite (NaN/inf gradients) "
-            "while every loss term was finite")
-  kept = (f"the last good checkpoint is step {last_saved} in "
-          f"{checkpoints.checkpoint_dir(workdir)} (nothing later was saved)"
-          if last_saved is not None else "no checkpoint had been saved yet")
-  hint = ("Lower config.optimizer.learning_rate or check the data" if terms and not
-          skip_nonfinite else "Lower config.optimizer.learning_rate")
+    what = (
+      "the update made the params or optimizer states non-finite (NaN/inf gradients) "
+      "while every loss term was finite"
+    )
+  kept = (
+    f"the last good checkpoint is step {last_saved} in "
+    f"{checkpoints.checkpoint_dir(workdir)} (nothing later was saved)"
+    if last_saved is not None
+    else "no checkpoint had been saved yet"
+  )
+  hint = (
+    "Lower config.optimizer.learning_rate or check the data"
+    if terms and not skip_nonfinite
+    else "Lower config.optimizer.learning_rate"
+  )
   if terms and not skip_nonfinite:
     hint += ", or set config.skip_nonfinite_updates=True to skip such steps"
-  return errors.NonFiniteError(f"Step {step}: {what}. Training stopped; {kept}. {hint}.",
-                               step=step, terms=terms)
+  return errors.NonFiniteError(
+    f"Step {step}: {what}. Training stopped; {kept}. {hint}.", step=step, terms=terms
+  )
 
 
 EVAL_SHOWN = ("recon/psnr", "entropy/off_diagonal_normalized", "hopkins/expression/mean")
@@ -362,16 +418,22 @@ EVAL_SHOWN = ("recon/psnr", "entropy/off_diagonal_normalized", "hopkins/expressi
 
 def run_periodic_eval(config, workdir, models, state, step, writer) -> dict:
   """``config.eval_every_steps``: the evaluator's cheap subset on the test split
-  (:func:`attrdis.evaluate.periodic_eval`), logged as ``eval/<metric>`` scalars and one line."""
-  from attrdis import evaluate  # pylint: disable=g-import-not-at-top
+  (:func:`attrdis.evaluation.suite.periodic_eval`), logged as ``eval/<metric>`` scalars and
+  one line."""
+  from attrdis.evaluation import suite  # pylint: disable=g-import-not-at-top
+
   t = time.time()
-  metrics = evaluate.periodic_eval(config, workdir, models, state.params, step)
+  metrics = suite.periodic_eval(config, workdir, models, state.params, step)
   writer.write_scalars(step, {f"eval/{k}": v for k, v in metrics.items()})
   if jax.process_index() == 0:
     gt = [k for k in metrics if k.startswith("gt/") and k.endswith("/l1")]
     shown = [k for k in EVAL_SHOWN if k in metrics] + gt
-    print(f"eval {step}: " + " ".join(f"{k}={metrics[k]:.4f}" for k in shown) +
-          f" ({len(metrics)} metrics, {time.time() - t:.1f} s)", flush=True)
+    print(
+      f"eval {step}: "
+      + " ".join(f"{k}={metrics[k]:.4f}" for k in shown)
+      + f" ({len(metrics)} metrics, {time.time() - t:.1f} s)",
+      flush=True,
+    )
   return metrics
 
 
@@ -380,8 +442,9 @@ def poison(batch: dict) -> dict:
   return dict(batch, image=np.full_like(batch["image"], np.nan))
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       stop_at_step: int | None = None) -> ts.TrainState:
+def train_and_evaluate(
+  config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | None = None
+) -> ts.TrainState:
   """Trains (or resumes) in ``workdir``; returns the final state.
 
   ``stop_at_step`` ends the run early at that step, with a checkpoint, as a preemption
@@ -429,8 +492,9 @@ def check_dataset(config: ml_collections.ConfigDict) -> None:
   attributes are labelled, and the dataset's images are at least ``config.image_size`` pixels
   (the pipeline scales them down with antialiasing; scaled up they would only be blurred)."""
   builder = input_pipeline.get_builder(config.dataset)
-  input_pipeline.check_attributes(builder, tuple(config.dataset.attributes),
-                                  config.dataset.manual_dir)
+  input_pipeline.check_attributes(
+    builder, tuple(config.dataset.attributes), config.dataset.manual_dir
+  )
   features = builder.info.features
   if features is None or "image" not in features:
     return  # known once prepared (a labelled folder stores config.image_size)
@@ -441,12 +505,16 @@ def check_dataset(config: ml_collections.ConfigDict) -> None:
       size = getattr(c, "image_size", None)
       if size is not None:
         sizes.setdefault(int(size), c.name)
-    hint = (f", or --config.dataset.builder_config={sizes[config.image_size]}"
-            if config.image_size in sizes else "")
+    hint = (
+      f", or --config.dataset.builder_config={sizes[config.image_size]}"
+      if config.image_size in sizes
+      else ""
+    )
     raise ConfigError(
-        f"config.image_size={config.image_size}: dataset {builder.name!r} (config "
-        f"{builder.builder_config.name!r}) has {stored} px images, smaller than the model's; "
-        f"use --config.image_size={stored} or less{hint}.")
+      f"config.image_size={config.image_size}: dataset {builder.name!r} (config "
+      f"{builder.builder_config.name!r}) has {stored} px images, smaller than the model's; "
+      f"use --config.image_size={stored} or less{hint}."
+    )
 
 
 def claim_workdir(config, workdir: str, cleanup: contextlib.ExitStack) -> tuple[str, int | None]:
@@ -465,19 +533,24 @@ def claim_workdir(config, workdir: str, cleanup: contextlib.ExitStack) -> tuple[
       except workdir_lock.WorkdirBusyError:
         raise
       except OSError as e:
-        raise ConfigError(f"--workdir={workdir} is not writable ({e.strerror}); give a folder "
-                          "you can write to.") from None
+        raise ConfigError(
+          f"--workdir={workdir} is not writable ({e.strerror}); give a folder you can write to."
+        ) from None
       check_workdir(workdir)
       latest = checkpoints.resume_step(workdir, bool(config.get("resume_from_intact", False)))
     except Exception as e:  # pylint: disable=broad-except
       failure = e
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
     ok, step = multihost_utils.broadcast_one_to_all(
-        np.array([failure is None, -1 if latest is None else latest], np.int32))
+      np.array([failure is None, -1 if latest is None else latest], np.int32)
+    )
     if failure is None and not ok:
-      raise errors.InputError(f"--workdir={workdir}: process 0 could not start there (its error "
-                              "line says why); this process stops too.")
+      raise errors.InputError(
+        f"--workdir={workdir}: process 0 could not start there (its error "
+        "line says why); this process stops too."
+      )
     latest = None if step < 0 else int(step)
   if failure is not None:
     raise failure
@@ -486,8 +559,9 @@ def claim_workdir(config, workdir: str, cleanup: contextlib.ExitStack) -> tuple[
   return workdir, latest
 
 
-def _train(config, workdir, stop_at_step, mngr, latest, preemption, writers,
-           cleanup) -> ts.TrainState:
+def _train(
+  config, workdir, stop_at_step, mngr, latest, preemption, writers, cleanup
+) -> ts.TrainState:
   """The loop of :func:`train_and_evaluate` (after its checks); ``writers`` receives the
   metric writer, for the caller to flush if the run fails; ``cleanup`` closes the data
   iterator when the run ends."""
@@ -505,8 +579,7 @@ def _train(config, workdir, stop_at_step, mngr, latest, preemption, writers,
   del host_state
 
   rows = data_rows(data_sharding, config.batch_size)
-  data_iter = iter(input_pipeline.create_loader(config, builder, "train", train=True,
-                                                rows=rows))
+  data_iter = iter(input_pipeline.create_loader(config, builder, "train", train=True, rows=rows))
   cleanup.callback(close_iterator, data_iter)
   if latest is not None:
     logging.info("Resuming from %s at step %d.", checkpoints.checkpoint_dir(workdir), latest)
@@ -516,20 +589,34 @@ def _train(config, workdir, stop_at_step, mngr, latest, preemption, writers,
   writer = create_writer(workdir)
   writers.append(writer)
   if initial_step == 0:
-    writer.write_hparams({k: str(v) if isinstance(v, (tuple, list)) else v
-                          for k, v in configuration.flat_items(config)})
+    writer.write_hparams(
+      {
+        k: str(v) if isinstance(v, (tuple, list)) else v
+        for k, v in configuration.flat_items(config)
+      }
+    )
   train_fn = compile_train_step(models, config, mesh, schedule, state, len(info.attributes))
   state_flag = state_flag_fn(replicated)
   grid_fn = jax.jit(functools.partial(sampling.monitoring_rows, models))
   monitor_x = to_global(sample_images(config, builder, info), replicated)
   from clu import periodic_actions  # pylint: disable=g-import-not-at-top
-  report = periodic_actions.ReportProgress(num_train_steps=num_train_steps,
-                                           every_steps=config.log_every_steps)
 
-  logging.info("Training %s on %s (%s) for %d steps from step %d on %d device(s), %d "
-               "process(es); this process reads rows %s of each global batch.",
-               ",".join(info.attributes), info.name, info.num_classes, num_train_steps,
-               initial_step, jax.device_count(), jax.process_count(), rows)
+  report = periodic_actions.ReportProgress(
+    num_train_steps=num_train_steps, every_steps=config.log_every_steps
+  )
+
+  logging.info(
+    "Training %s on %s (%s) for %d steps from step %d on %d device(s), %d "
+    "process(es); this process reads rows %s of each global batch.",
+    ",".join(info.attributes),
+    info.name,
+    info.num_classes,
+    num_train_steps,
+    initial_step,
+    jax.device_count(),
+    jax.process_count(),
+    rows,
+  )
   skip = bool(config.get("skip_nonfinite_updates", False))
   workers = input_pipeline.default_num_workers(config.dataset.num_workers)
   pending, t_last, step_last = [], time.time(), initial_step
@@ -537,12 +624,14 @@ def _train(config, workdir, stop_at_step, mngr, latest, preemption, writers,
   step = initial_step
   for step in range(initial_step + 1, num_train_steps + 1):
     with jax.profiler.StepTraceAnnotation("train", step_num=step):
-      local = to_host_memory(first_batch(data_iter, workers) if step == initial_step + 1
-                             else next(data_iter))
+      local = to_host_memory(
+        first_batch(data_iter, workers) if step == initial_step + 1 else next(data_iter)
+      )
       if step == config.get("debug_nan_at_step", 0):
         local = poison(local)
       batch = jax.tree.map(
-          lambda a: jax.make_array_from_process_local_data(data_sharding, a), local)
+        lambda a: jax.make_array_from_process_local_data(data_sharding, a), local
+      )
       state, metrics = train_fn(state, batch)
       pending.append((step, dict(metrics, nonfinite_state=state_flag(state))))
     report(step)
@@ -560,15 +649,21 @@ def _train(config, workdir, stop_at_step, mngr, latest, preemption, writers,
       pending, t_last, step_last = [], now, step
       writer.write_scalars(step, scalars)
       if jax.process_index() == 0:
-        skipped = (f" skipped={int(scalars['nonfinite_updates'])}"
-                   if scalars.get("nonfinite_updates") else "")
-        per_attribute = " ".join(f"{a}={scalars[f'acc_trn/{a}']:.2f}" for a in info.attributes
-                                 if f"acc_trn/{a}" in scalars)
-        print(f"step {step}/{num_train_steps}: loss_g={scalars['loss_g']:.4f} "
-              f"loss_d={scalars['loss_d']:.4f} loss_c={scalars['loss_c']:.4f} "
-              f"rec={scalars['rec']:.4f} acc_trn={scalars['acc_trn']:.3f} "
-              f"({per_attribute}){skipped} ({scalars['steps_per_sec']:.2f} steps/s)",
-              flush=True)
+        skipped = (
+          f" skipped={int(scalars['nonfinite_updates'])}"
+          if scalars.get("nonfinite_updates")
+          else ""
+        )
+        per_attribute = " ".join(
+          f"{a}={scalars[f'acc_trn/{a}']:.2f}" for a in info.attributes if f"acc_trn/{a}" in scalars
+        )
+        print(
+          f"step {step}/{num_train_steps}: loss_g={scalars['loss_g']:.4f} "
+          f"loss_d={scalars['loss_d']:.4f} loss_c={scalars['loss_c']:.4f} "
+          f"rec={scalars['rec']:.4f} acc_trn={scalars['acc_trn']:.3f} "
+          f"({per_attribute}){skipped} ({scalars['steps_per_sec']:.2f} steps/s)",
+          flush=True,
+        )
     elif save_now:
       # Never save after a non-finite step: read the flags of the steps not yet fetched.
       flags = fetch([[m[f] for f in FLAGS] for _, m in pending])
@@ -581,8 +676,11 @@ def _train(config, workdir, stop_at_step, mngr, latest, preemption, writers,
       if jax.process_index() == 0:
         images.save_png(grid, os.path.join(workdir, "samples", f"step_{step:07d}.png"))
         writer.write_images(step, {"samples": grid[None]})
-    if config.eval_every_steps > 0 and not preempted and (
-        step % config.eval_every_steps == 0 or step == num_train_steps):
+    if (
+      config.eval_every_steps > 0
+      and not preempted
+      and (step % config.eval_every_steps == 0 or step == num_train_steps)
+    ):
       run_periodic_eval(config, workdir, models, state, step, writer)
     if save_now:
       checkpoints.save(mngr, step, state, data_iter, config)
@@ -593,7 +691,9 @@ def _train(config, workdir, stop_at_step, mngr, latest, preemption, writers,
   writer.flush()
   if preemption.signal_name is not None and step < num_train_steps:
     if jax.process_index() == 0:
-      print(f"Preempted ({preemption.signal_name}) at step {step}: checkpoint saved in "
-            f"{checkpoints.checkpoint_dir(workdir)}; run the same command again to resume.",
-            flush=True)
+      print(
+        f"Preempted ({preemption.signal_name}) at step {step}: checkpoint saved in "
+        f"{checkpoints.checkpoint_dir(workdir)}; run the same command again to resume.",
+        flush=True,
+      )
   return state

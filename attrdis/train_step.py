@@ -19,6 +19,7 @@ import itertools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import ml_collections
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
@@ -76,9 +77,16 @@ def _critic_mean_bwd(apply_fn, vjp, cotangents):
 critic_mean_both_sides.defvjp(_critic_mean_fwd, _critic_mean_bwd)
 
 
-def compute_losses(models: Models, params: dict, x: jax.Array, labels: list[jax.Array],
-                   perms: list[jax.Array], alpha: jax.Array, weights,
-                   attributes: tuple[str, ...] | None = None):
+def compute_losses(
+  models: Models,
+  params: dict,
+  x: jax.Array,
+  labels: list[jax.Array],
+  perms: list[jax.Array],
+  alpha: jax.Array,
+  weights,
+  attributes: tuple[str, ...] | None = None,
+):
   """Every loss term; returns (total for jax.grad, metrics). See the module docstring.
 
   ``attributes`` names the M attributes: the metrics then also hold each accuracy per
@@ -90,14 +98,16 @@ def compute_losses(models: Models, params: dict, x: jax.Array, labels: list[jax.
 
   codes = models.gen.apply({"params": gen}, x, method="encode")
   # X_rec and X_trn in one decoder call (batch 2b; every layer acts per image).
-  both = [jnp.concatenate([z, z_trn], axis=0)
-          for z, z_trn in zip(codes, permute_codes(codes, perms))]
+  both = [
+    jnp.concatenate([z, z_trn], axis=0) for z, z_trn in zip(codes, permute_codes(codes, perms))
+  ]
   x_rec, x_trn = jnp.split(models.gen.apply({"params": gen}, both, method="decode"), 2)
   labels_trn = [y[r] for y, r in zip(labels, perms)]
 
   # Encoders + decoder (critic and classifiers frozen in these terms).
-  latent_logits = models.cls.apply({"params": sg(cls)}, codes,
-                                   method="latent_all")  # [code k][classifier m]
+  latent_logits = models.cls.apply(
+    {"params": sg(cls)}, codes, method="latent_all"
+  )  # [code k][classifier m]
   rec = losses.reconstruction_loss(x, x_rec)
   cls_x = losses.classification_loss([latent_logits[m][m] for m in range(M)], labels)
   dis = losses.disentanglement_loss(latent_logits)
@@ -106,14 +116,20 @@ def compute_losses(models: Models, params: dict, x: jax.Array, labels: list[jax.
   # D(X_trn): one pass serves L_adv^G (gradient to X_trn) and L_D (gradient to the critic).
   d_fake_g, d_fake_d = critic_mean_both_sides(apply_critic, critic, x_trn)
   adv_g = losses.generator_adversarial_loss(d_fake_g)
-  loss_g = (weights.adv * adv_g + weights.rec * rec + weights.cls_trn * cls_trn
-            + weights.cls_x * cls_x + weights.dis * dis)
+  loss_g = (
+    weights.adv * adv_g
+    + weights.rec * rec
+    + weights.cls_trn * cls_trn
+    + weights.cls_x * cls_x
+    + weights.dis * dis
+  )
 
   # Critic (the synthesis is data here).
   x_fake = sg(x_trn)
   wasserstein = losses.critic_wasserstein_loss(apply_critic(critic, x), d_fake_d)
-  gp = losses.gradient_penalty(lambda xh: apply_critic(critic, xh),
-                               losses.interpolate(x, x_fake, alpha))
+  gp = losses.gradient_penalty(
+    lambda xh: apply_critic(critic, xh), losses.interpolate(x, x_fake, alpha)
+  )
   loss_d = wasserstein + weights.gp * gp
 
   # Classifiers, on real images only.
@@ -123,13 +139,22 @@ def compute_losses(models: Models, params: dict, x: jax.Array, labels: list[jax.
   def per_attribute(logits, ys):
     return [jnp.mean(jnp.argmax(l, -1) == y) for l, y in zip(logits, ys)]
 
-  accuracies = {"acc_real": per_attribute(real_logits, labels),
-                "acc_latent": per_attribute([latent_logits[m][m] for m in range(M)], labels),
-                "acc_trn": per_attribute(trn_logits, labels_trn)}
+  accuracies = {
+    "acc_real": per_attribute(real_logits, labels),
+    "acc_latent": per_attribute([latent_logits[m][m] for m in range(M)], labels),
+    "acc_trn": per_attribute(trn_logits, labels_trn),
+  }
   metrics = {
-      "loss_g": loss_g, "loss_d": loss_d, "loss_c": loss_c,
-      "rec": rec, "cls_x": cls_x, "dis": dis, "cls_trn": cls_trn, "adv_g": adv_g,
-      "wasserstein": wasserstein, "gp": gp,
+    "loss_g": loss_g,
+    "loss_d": loss_d,
+    "loss_c": loss_c,
+    "rec": rec,
+    "cls_x": cls_x,
+    "dis": dis,
+    "cls_trn": cls_trn,
+    "adv_g": adv_g,
+    "wasserstein": wasserstein,
+    "gp": gp,
   }
   for name, accs in accuracies.items():
     metrics[name] = sum(accs) / M
@@ -138,21 +163,51 @@ def compute_losses(models: Models, params: dict, x: jax.Array, labels: list[jax.
   return loss_g + loss_d + loss_c, metrics
 
 
-def train_step(state: TrainState, batch: dict, *, models: Models,
-               config: ml_collections.ConfigDict, schedule=None):
-  """(state, batch) → (new state, metrics). ``batch``: image (b,S,S,3), label (b,M)."""
-  x = batch["image"]
+# The float32 value of each uint8 pixel, computed as the host's ``to_model_image`` does.
+PIXEL_VALUES = np.arange(256, dtype=np.float32) / np.float32(127.5) - np.float32(1.0)
+
+
+def model_images(images: jax.Array) -> jax.Array:
+  """The networks' inputs: uint8 pixels mapped to [-1, 1] in float32 by a 256-entry table,
+  so that they are bit for bit what the input pipeline's ``to_model_image`` makes on the host
+  (an on-device ``x / 127.5 - 1`` may be contracted to a fused multiply-add, one rounding
+  apart, differently in differently partitioned programs); float images are taken as already
+  scaled."""
+  if images.dtype == jnp.uint8:
+    return jnp.asarray(PIXEL_VALUES)[images.astype(jnp.int32)]
+  return images
+
+
+def train_step(
+  state: TrainState,
+  batch: dict,
+  *,
+  models: Models,
+  config: ml_collections.ConfigDict,
+  schedule=None,
+):
+  """(state, batch) → (new state, metrics). ``batch``: image (b,S,S,3) uint8 pixels or float
+  in [-1, 1], label (b,M)."""
+  x = model_images(batch["image"])
   labels = [batch["label"][:, m] for m in range(models.num_attributes)]
-  perms, alpha = draw_randomness(step_key(config.seed, state.step), x.shape[0],
-                                 models.num_attributes)
+  perms, alpha = draw_randomness(
+    step_key(config.seed, state.step), x.shape[0], models.num_attributes
+  )
   grad_fn = jax.grad(compute_losses, argnums=1, has_aux=True)
-  grads, metrics = grad_fn(models, state.params, x, labels, perms, alpha, config.loss_weights,
-                           tuple(config.dataset.attributes))
+  grads, metrics = grad_fn(
+    models,
+    state.params,
+    x,
+    labels,
+    perms,
+    alpha,
+    config.loss_weights,
+    tuple(config.dataset.attributes),
+  )
 
   new_params, new_opt_state = {}, {}
   for g in GROUPS:
-    updates, new_opt_state[g] = models.txs[g].update(grads[g], state.opt_state[g],
-                                                     state.params[g])
+    updates, new_opt_state[g] = models.txs[g].update(grads[g], state.opt_state[g], state.params[g])
     new_params[g] = optax.apply_updates(state.params[g], updates)
   if schedule is not None:
     metrics["learning_rate"] = schedule(state.step)
@@ -162,8 +217,9 @@ def train_step(state: TrainState, batch: dict, *, models: Models,
 
 def make_mesh(devices=None) -> jax.sharding.Mesh:
   devices = jax.devices() if devices is None else list(devices)
-  return jax.make_mesh((len(devices),), (DATA_AXIS,),
-                       axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
+  return jax.make_mesh(
+    (len(devices),), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,), devices=devices
+  )
 
 
 def shardings(mesh: jax.sharding.Mesh):
@@ -176,8 +232,7 @@ def prefetch_to_device(batches, sharding, size: int = 2):
   host-to-device copies of the next batches run while the current step computes. (A grain
   iterator checkpointed meanwhile is ``size`` batches ahead of the step.)"""
   it = iter(batches)
-  put = lambda b: jax.tree.map(
-      lambda a: jax.make_array_from_process_local_data(sharding, a), b)
+  put = lambda b: jax.tree.map(lambda a: jax.make_array_from_process_local_data(sharding, a), b)
   queue = collections.deque(put(b) for b in itertools.islice(it, size))
   while queue:
     yield queue.popleft()
@@ -191,23 +246,28 @@ def finite_guard(step_fn):
   and the training loop reads it with the other metrics: no host sync per step. (Checking
   the new state here too made XLA's compile 4x slower; the loop checks the state with a
   separate small jitted function instead.)"""
+
   def guarded(state, batch):
     new_state, metrics = step_fn(state, batch)
     ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(metrics)]))
     keep = lambda new, old: jnp.where(ok, new, old)
-    out = new_state.replace(params=jax.tree.map(keep, new_state.params, state.params),
-                            opt_state=jax.tree.map(keep, new_state.opt_state, state.opt_state))
+    out = new_state.replace(
+      params=jax.tree.map(keep, new_state.params, state.params),
+      opt_state=jax.tree.map(keep, new_state.opt_state, state.opt_state),
+    )
     return out, dict(metrics, nonfinite=1.0 - ok.astype(jnp.float32))
+
   return guarded
 
 
-def jit_train_step(models: Models, config: ml_collections.ConfigDict,
-                   mesh: jax.sharding.Mesh, schedule=None):
+def jit_train_step(
+  models: Models, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, schedule=None
+):
   """The train step jitted once over the mesh: batch split over devices, state replicated,
   gradients averaged across devices by XLA's partitioner; the old state is donated.
   Non-finite steps are flagged and not applied (:func:`finite_guard`)."""
   replicated, data = shardings(mesh)
-  fn = finite_guard(functools.partial(train_step, models=models, config=config,
-                                      schedule=schedule))
-  return jax.jit(fn, in_shardings=(replicated, data), out_shardings=(replicated, replicated),
-                 donate_argnums=(0,))
+  fn = finite_guard(functools.partial(train_step, models=models, config=config, schedule=schedule))
+  return jax.jit(
+    fn, in_shardings=(replicated, data), out_shardings=(replicated, replicated), donate_argnums=(0,)
+  )

@@ -45,7 +45,7 @@ def _process_start(pid: int) -> str | None:
   except OSError:
     return None
   # Field 22; the command name (field 2) is in parentheses and may hold spaces.
-  fields = stat[stat.rfind(")") + 2:].split()
+  fields = stat[stat.rfind(")") + 2 :].split()
   return fields[19] if len(fields) > 19 else None
 
 
@@ -62,6 +62,7 @@ def _running(pid: int) -> bool:
 @dataclasses.dataclass(frozen=True)
 class Holder:
   """Who holds (or last held) a workdir's lock."""
+
   host: str
   pid: int
   started: float  # time.time() when the lock was taken
@@ -108,10 +109,12 @@ def _read_holder(path: str) -> Holder | None:
 def _busy(workdir: str, holder: Holder | None, os_lock: bool) -> WorkdirBusyError:
   path = os.path.join(workdir, LOCK_FILE)
   who = holder.describe() if holder is not None else "its details are not written yet"
-  text = (f"--workdir={workdir} is in use by another trainer ({who}): one trainer per workdir. "
-          "Wait for it to end or stop it, or use another --workdir.")
+  text = (
+    f"--workdir={workdir} is in use by another trainer ({who}): one trainer per workdir. "
+    "Wait for it to end or stop it, or use another --workdir."
+  )
   if not os_lock:
-    text += (f" (This file system has no OS locks: if that run is gone, remove {path}.)")
+    text += f" (This file system has no OS locks: if that run is gone, remove {path}.)"
   return WorkdirBusyError(text)
 
 
@@ -128,6 +131,7 @@ class WorkdirLock:
 
   def acquire(self) -> "WorkdirLock":
     import fcntl  # pylint: disable=g-import-not-at-top
+
     me = Holder.me()
     fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
     try:

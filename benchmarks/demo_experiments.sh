@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The demo experiments of docs/results.md, one after another (each 1,500-step run takes
-# ~13 min on a 2-core CPU, each evaluation ~5-10 min). Usage:
+# The demo experiments of docs/results.md, one after another (each 1,500-step run at 32 px
+# takes ~13 min on a 2-core CPU, each evaluation ~5-10 min; steps5k ~45 min, px64 about four
+# times a 32 px run). Usage:
 #
 #     bash benchmarks/demo_experiments.sh OUT [EXPERIMENT ...]
 #
@@ -18,8 +19,9 @@ train() {  # train NAME [--config.FIELD=VALUE ...]
   python run_train.py --config=configs/synthetic.py --workdir="$out/$name" \
       --config.eval_every_steps=250 "$@" > "$out/$name.train.log" 2>&1
 }
-evaluate() {  # evaluate NAME: the evaluation networks are trained once, in OUT/eval_classifiers
-  python -m attrdis.evaluate --workdir="$out/$1" --classifier_dir="$out/eval_classifiers" \
+evaluate() {  # evaluate NAME [SUFFIX]: the evaluation networks are trained once per image
+  # size, in OUT/eval_classifiers[SUFFIX]
+  python -m attrdis.evaluate --workdir="$out/$1" --classifier_dir="$out/eval_classifiers${2:-}" \
       > "$out/$1.eval.log" 2>&1
 }
 # The model the demo had before: the paper's architecture at a narrow width (instance norm,
@@ -47,12 +49,16 @@ run() {
     dis0_seed1) train dis0_seed1 --config.seed=1 --config.loss_weights.dis=0 && evaluate dis0_seed1 ;;
     seed2) train seed2 --config.seed=2 && evaluate seed2 ;;
     dis0_seed2) train dis0_seed2 --config.seed=2 --config.loss_weights.dis=0 && evaluate dis0_seed2 ;;
+    # Training length and image size (the demo otherwise):
+    steps5k) train steps5k --config.num_train_steps=5000 && evaluate steps5k ;;
+    px64) train px64 --config.dataset.builder_config=64px --config.image_size=64 \
+          && evaluate px64 _64px ;;
     *) echo "error: unknown experiment $1" >&2; exit 2 ;;
   esac
 }
 experiments=("$@")
 [ ${#experiments[@]} -gt 0 ] || experiments=(demo rec10 rec_only rec10_dis0 paper_shaped
-                                             dis0 seed1 dis0_seed1 seed2 dis0_seed2)
+                                             dis0 seed1 dis0_seed1 seed2 dis0_seed2 steps5k px64)
 for e in "${experiments[@]}"; do
   echo "$(date -u +%H:%M:%S) $e"
   start=$SECONDS

@@ -10,8 +10,13 @@
 #
 # Parts: train_bf16, torch (the peer, bf16 and f32), train_f32, eval, input.
 #
-# Needs (carried in .whl/, see docs/notes/performance.md): ml_collections (+ the input pipeline's
-# wheels) and optionally torch_ref.py; jax with CUDA, flax, optax and torch are the machine's.
+# Needs (carried in .whl/, see docs/performance.md#the-gpu-check): ml_collections (+ the input
+# pipeline's wheels) and optionally torch_ref.py; jax with CUDA, flax, optax and torch are the
+# machine's.
+# TORCH_REF: the path of the PyTorch peer, torch_ref.py (not part of this repository; default:
+# .whl/torch_ref.py, benchmarks/torch_ref.py, shared/peers/torch_ref.py or
+# ../shared/peers/torch_ref.py, the first that exists). Without it the torch part is skipped
+# with a one-line message.
 # At most 8 files come back from $OUT: gpu_check.log, train_bf16.json,
 # train_f32.json, torch_peer.log, eval.json, input.json, summary.txt (7 files).
 
@@ -103,7 +108,7 @@ for p in "${TORCH_REF:-}" .whl/torch_ref.py benchmarks/torch_ref.py shared/peers
   if [ -n "$p" ] && [ -f "$p" ]; then PEER=$p; break; fi
 done
 TORCH="env -u PYTHONPATH $PY $PEER --size 128 --batch 16 --classes 337,4,20 --steps 6 --device cuda"
-[ -n "$PEER" ] || echo "torch_ref.py not found (copy /work/shared/peers/torch_ref.py to .whl/)"
+[ -n "$PEER" ] || echo "torch_ref.py not found: set TORCH_REF=/path/to/torch_ref.py or copy it to .whl/ (the torch part is skipped)"
 want torch && [ -n "$PEER" ] && run_part torch_bf16 60 $TORCH --bf16 >> "$OUT/torch_peer.log" 2>&1
 want train_f32 && run_part train_f32 110 $BENCH --config.dtype=float32 --steps=8 --window=10 \
   --output="$OUT/train_f32.json"

@@ -34,11 +34,13 @@ def fixture_tensor(key: str, shape: Iterable[int], seed: int = DEFAULT_SEED) -> 
     return np.asarray(rng.integers(1, 1 << 40), np.int64).reshape(shape)
   if key.endswith("conv.weight"):
     fan_in = int(np.prod(shape[1:]))
-    return (rng.standard_normal(shape, dtype=np.float32)
-            * np.float32(np.sqrt(2.0 / fan_in))).astype(np.float32)
+    return (
+      rng.standard_normal(shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / fan_in))
+    ).astype(np.float32)
   if key == "fc.weight":
-    return (rng.standard_normal(shape, dtype=np.float32)
-            * np.float32(1.0 / np.sqrt(shape[1]))).astype(np.float32)
+    return (
+      rng.standard_normal(shape, dtype=np.float32) * np.float32(1.0 / np.sqrt(shape[1]))
+    ).astype(np.float32)
   if key == "fc.bias":
     return (0.01 * rng.standard_normal(shape)).astype(np.float32)
   if leaf == "weight":  # BN gamma
@@ -52,8 +54,9 @@ def fixture_tensor(key: str, shape: Iterable[int], seed: int = DEFAULT_SEED) -> 
   raise KeyError(f"no stand-in rule for state-dict key {key!r}")
 
 
-def fixture_state_dict(spec: Mapping[str, Iterable[int]],
-                       seed: int = DEFAULT_SEED) -> dict[str, np.ndarray]:
+def fixture_state_dict(
+  spec: Mapping[str, Iterable[int]], seed: int = DEFAULT_SEED
+) -> dict[str, np.ndarray]:
   """{key: fixture_tensor(key, shape)} for a spec {key: shape}."""
   return {k: fixture_tensor(k, s, seed) for k, s in spec.items()}
 
@@ -87,12 +90,15 @@ def save_weights_npz(path) -> None:
   """The stand-in weights for every tensor of the FID Inception port, as the ``.npz`` state
   dict that ``python -m attrdis.fid --weights`` reads."""
   from attrdis import inception  # pylint: disable=g-import-not-at-top  (module stays numpy-only)
+
   np.savez(path, **fixture_state_dict(inception.state_dict_spec()))
 
 
 def run_fid_command(capsys, *argv):
   """``python -m attrdis.fid ARGV`` in this process: (exit status, stdout, stderr)."""
+  from attrdis import cli  # pylint: disable=g-import-not-at-top
   from attrdis import fid  # pylint: disable=g-import-not-at-top
-  rc = fid.main([str(a) for a in argv])
+
+  rc = cli.call(fid.main, fid.FLAGS, argv, positional=True)
   out, err = capsys.readouterr()
   return rc, out, err

@@ -43,12 +43,17 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 import fid_fixture_weights as fixture_weights  # noqa: E402  (numpy only)
 
-SETS = {"a": dict(seed=1, n=8, height=45, width=61),
-        "b": dict(seed=2, n=8, height=52, width=40)}
+SETS = {"a": dict(seed=1, n=8, height=45, width=61), "b": dict(seed=2, n=8, height=52, width=40)}
 BATCH_SIZE = 5  # not a divisor of 8: exercises a partial last batch in pytorch-fid
 CLI_SUBSET = 5
-RESIZE_CASES = [((7, 5), (13, 3)), ((20, 17), (6, 9)), ((5, 400), (2, 299)),
-                ((3, 61), (7, 299)), ((299, 4), (299, 11)), ((1, 1), (3, 2))]
+RESIZE_CASES = [
+  ((7, 5), (13, 3)),
+  ((20, 17), (6, 9)),
+  ((5, 400), (2, 299)),
+  ((3, 61), (7, 299)),
+  ((299, 4), (299, 11)),
+  ((1, 1), (3, 2)),
+]
 
 
 def _fid_model_keys() -> dict[str, tuple[int, ...]]:
@@ -68,10 +73,13 @@ def _fid_model_keys() -> dict[str, tuple[int, ...]]:
 
 def _install_stand_in_weights(state_dict: dict[str, np.ndarray]) -> None:
   """Makes pytorch-fid's weight 'download' return the stand-in state dict."""
+
   def fake_load(url, progress=True, **kwargs):
     assert url == pfid_inception.FID_WEIGHTS_URL, url
-    return collections.OrderedDict((k, torch.from_numpy(np.array(v)))
-                                   for k, v in state_dict.items())
+    return collections.OrderedDict(
+      (k, torch.from_numpy(np.array(v))) for k, v in state_dict.items()
+    )
+
   pfid_inception.load_state_dict_from_url = fake_load
 
 
@@ -83,8 +91,10 @@ def _block_stats(model, x) -> None:
     for layer in block:
       h = layer(h)
       name = type(layer).__name__
-      print(f"  block{i} {name:16s} shape={tuple(h.shape[1:])} mean={h.mean():.3f} "
-            f"std={h.std():.3f} std-over-images={h.std(0).mean():.4f}")
+      print(
+        f"  block{i} {name:16s} shape={tuple(h.shape[1:])} mean={h.mean():.3f} "
+        f"std={h.std():.3f} std-over-images={h.std(0).mean():.4f}"
+      )
 
 
 def _write_pngs(images: np.ndarray, folder: pathlib.Path) -> list[pathlib.Path]:
@@ -112,10 +122,12 @@ def make_reference(out: pathlib.Path) -> None:
       data[f"images_{name}"] = images
       dirs[name] = pathlib.Path(tmp) / name
       files = _write_pngs(images, dirs[name])
-      acts = fid_score.get_activations(files, model, batch_size=BATCH_SIZE, dims=2048,
-                                       device="cpu", num_workers=0)
+      acts = fid_score.get_activations(
+        files, model, batch_size=BATCH_SIZE, dims=2048, device="cpu", num_workers=0
+      )
       mu, sigma = fid_score.calculate_activation_statistics(
-          files, model, batch_size=BATCH_SIZE, dims=2048, device="cpu", num_workers=0)
+        files, model, batch_size=BATCH_SIZE, dims=2048, device="cpu", num_workers=0
+      )
       data[f"features_{name}"] = acts.astype(np.float32)
       assert np.array_equal(acts.astype(np.float32).astype(np.float64), acts)
       data[f"mu_{name}"] = mu
@@ -123,32 +135,42 @@ def make_reference(out: pathlib.Path) -> None:
       data[f"sigma_trace_{name}"] = np.float64(np.trace(sigma))
       data[f"sigma_sum_{name}"] = np.float64(sigma.sum())
       data[f"_sigma_{name}"] = sigma  # not saved (64 MB); used below
-      print(f"set {name}: features mean={acts.mean():.4f} std={acts.std():.4f} "
-            f"std-over-images={acts.std(0).mean():.4f} zeros={np.mean(acts == 0):.3f}")
+      print(
+        f"set {name}: features mean={acts.mean():.4f} std={acts.std():.4f} "
+        f"std-over-images={acts.std(0).mean():.4f} zeros={np.mean(acts == 0):.3f}"
+      )
       with torch.no_grad():
         _block_stats(model, torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0)
-    fid = fid_score.calculate_frechet_distance(data["mu_a"], data.pop("_sigma_a"),
-                                               data["mu_b"], data.pop("_sigma_b"))
-    fid_paths = fid_score.calculate_fid_given_paths([str(dirs["a"]), str(dirs["b"])],
-                                                    BATCH_SIZE, "cpu", 2048, num_workers=0)
+    fid = fid_score.calculate_frechet_distance(
+      data["mu_a"], data.pop("_sigma_a"), data["mu_b"], data.pop("_sigma_b")
+    )
+    fid_paths = fid_score.calculate_fid_given_paths(
+      [str(dirs["a"]), str(dirs["b"])], BATCH_SIZE, "cpu", 2048, num_workers=0
+    )
     # The same on the first CLI_SUBSET images of each set (a cheaper end-to-end CLI test).
     sub = [pathlib.Path(tmp) / f"{name}_first" for name in SETS]
     for name, folder in zip(SETS, sub):
       _write_pngs(data[f"images_{name}"][:CLI_SUBSET], folder)
-    data["fid_given_paths_subset"] = np.float64(fid_score.calculate_fid_given_paths(
-        [str(p) for p in sub], BATCH_SIZE, "cpu", 2048, num_workers=0))
+    data["fid_given_paths_subset"] = np.float64(
+      fid_score.calculate_fid_given_paths(
+        [str(p) for p in sub], BATCH_SIZE, "cpu", 2048, num_workers=0
+      )
+    )
     data["cli_subset"] = np.int64(CLI_SUBSET)
   data["fid"] = np.float64(fid)
   data["fid_given_paths"] = np.float64(fid_paths)
-  print(f"pytorch-fid FID = {fid!r}; via calculate_fid_given_paths = {fid_paths!r}; "
-        f"first {CLI_SUBSET} of each set: {data['fid_given_paths_subset']!r}")
+  print(
+    f"pytorch-fid FID = {fid!r}; via calculate_fid_given_paths = {fid_paths!r}; "
+    f"first {CLI_SUBSET} of each set: {data['fid_given_paths_subset']!r}"
+  )
 
   # F.interpolate reference (float inputs, NCHW in torch; stored NHWC).
   rng = np.random.default_rng(7)
   for i, ((h, w), (oh, ow)) in enumerate(RESIZE_CASES):
     x = rng.uniform(0, 1, (2, 3, h, w)).astype(np.float32)
-    y = F.interpolate(torch.from_numpy(x), size=(oh, ow), mode="bilinear",
-                      align_corners=False).numpy()
+    y = F.interpolate(
+      torch.from_numpy(x), size=(oh, ow), mode="bilinear", align_corners=False
+    ).numpy()
     data[f"resize_in_{i}"] = x.transpose(0, 2, 3, 1)
     data[f"resize_out_{i}"] = y.transpose(0, 2, 3, 1)
 
@@ -158,8 +180,11 @@ def make_reference(out: pathlib.Path) -> None:
   data["batch_size"] = np.int64(BATCH_SIZE)
   import pytorch_fid
   import torchvision
-  data["versions"] = np.array(f"torch {torch.__version__}, torchvision {torchvision.__version__}, "
-                              f"pytorch-fid {pytorch_fid.__version__}, numpy {np.__version__}")
+
+  data["versions"] = np.array(
+    f"torch {torch.__version__}, torchvision {torchvision.__version__}, "
+    f"pytorch-fid {pytorch_fid.__version__}, numpy {np.__version__}"
+  )
   np.savez_compressed(out / "fid_reference.npz", **data)
 
 

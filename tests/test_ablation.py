@@ -15,10 +15,15 @@ from PIL import Image
 import importlib.util
 
 from attrdis import ablation
-from attrdis import evaluate as ev
+from attrdis.evaluation import clustering
+from attrdis.evaluation import leakage
 
-_spec = importlib.util.spec_from_file_location("ablation_config", os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "ablation.py"))
+_spec = importlib.util.spec_from_file_location(
+  "ablation_config",
+  os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "ablation.py"
+  ),
+)
 ablation_config = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(ablation_config)
 
@@ -33,21 +38,25 @@ def test_losses_match_numpy():
   rng = np.random.default_rng(0)
   sizes = (4, 3, 5)
   b = 6
-  latent = [[jnp.asarray(rng.normal(size=(b, n)), jnp.float32) for n in sizes]
-            for _ in sizes]  # latent[k][m] = C_m(z_k)
+  latent = [
+    [jnp.asarray(rng.normal(size=(b, n)), jnp.float32) for n in sizes] for _ in sizes
+  ]  # latent[k][m] = C_m(z_k)
   labels = np.stack([rng.integers(0, n, b) for n in sizes], axis=1)
-  cls = np.mean([-_log_softmax(latent[k][k])[np.arange(b), labels[:, k]].mean()
-                 for k in range(3)])
-  assert float(ablation.latent_classification_loss(latent, jnp.asarray(labels))) == \
-      pytest.approx(cls, rel=1e-5)
+  cls = np.mean([-_log_softmax(latent[k][k])[np.arange(b), labels[:, k]].mean() for k in range(3)])
+  assert float(ablation.latent_classification_loss(latent, jnp.asarray(labels))) == pytest.approx(
+    cls, rel=1e-5
+  )
   # Eq. 4 without z_0: CE(uniform, p) = -mean_c log p_c, over heads m != k, then codes k.
-  dis = np.mean([np.mean([-_log_softmax(latent[k][m]).mean(-1).mean()
-                          for m in range(3) if m != k]) for k in range(3)])
+  dis = np.mean(
+    [
+      np.mean([-_log_softmax(latent[k][m]).mean(-1).mean() for m in range(3) if m != k])
+      for k in range(3)
+    ]
+  )
   assert float(ablation.disentanglement_loss(latent)) == pytest.approx(dis, rel=1e-5)
   # Uniform posteriors reach the minimum, log|m|, of each term.
   flat = [[jnp.zeros((b, n)) for n in sizes] for _ in sizes]
-  expected = np.mean([np.mean([math.log(sizes[m]) for m in range(3) if m != k])
-                      for k in range(3)])
+  expected = np.mean([np.mean([math.log(sizes[m]) for m in range(3) if m != k]) for k in range(3)])
   assert float(ablation.disentanglement_loss(flat)) == pytest.approx(expected, rel=1e-6)
   assert float(ablation.disentanglement_loss(latent[:1])) == 0.0
 
@@ -111,7 +120,8 @@ def test_command_end_to_end(synthetic_data_dir, tmp_path):
     for c in classes:
       assert 0 <= m[f"{run}/hopkins/{c}"] <= 1 and m[f"{run}/hopkins/{c}_std"] >= 0
     assert m[f"{run}/hopkins/mean"] == pytest.approx(
-        np.mean([m[f"{run}/hopkins/{c}"] for c in classes]))
+      np.mean([m[f"{run}/hopkins/{c}"] for c in classes])
+    )
     for a in ("expression", "illumination"):
       for z in ("expression", "illumination"):
         assert 0 <= m[f"{run}/knn_acc/{a}/z_{z}"] <= 1
@@ -122,7 +132,7 @@ def test_command_end_to_end(synthetic_data_dir, tmp_path):
     # The embedding's Hopkins statistic is the evaluator's helper on the drawn embedding.
     emb = result["embeddings"][f"z_expression, lambda_dis={run[4:]}"]
     assert emb.shape == (20, 2)
-    mean, _ = ev.hopkins_per_class(emb, split_expression(synthetic_data_dir), 5, 3, 0, 0.1)
+    mean, _ = clustering.hopkins_per_class(emb, split_expression(synthetic_data_dir), 5, 3, 0, 0.1)
     for c, name in enumerate(classes):
       assert m[f"{run}/hopkins_tsne/{name}"] == pytest.approx(mean[c], abs=1e-6)
   png = os.path.join(w, "ablation_embeddings.png")
@@ -136,8 +146,10 @@ def test_command_end_to_end(synthetic_data_dir, tmp_path):
 def split_expression(data_dir):
   """The expression labels of the tiny test split, in record order."""
   from attrdis_datasets.synthetic_faces import synthetic_faces_dataset_builder as sf
-  source = sf.Builder(config="tiny", data_dir=data_dir, file_format="array_record"
-                      ).as_data_source("test")
+
+  source = sf.Builder(config="tiny", data_dir=data_dir, file_format="array_record").as_data_source(
+    "test"
+  )
   return np.array([source[i]["expression"] for i in range(len(source))])
 
 
@@ -147,19 +159,27 @@ def test_evaluate_codes_bookkeeping():
   rng = np.random.default_rng(5)
   n = 30
   labels = {"expression": np.repeat(np.arange(3), 10), "illumination": np.tile(np.arange(2), 15)}
-  split = type("S", (), {"labels": labels, "class_names": {"expression": ("a", "b", "c"),
-                                                           "illumination": ("x", "y")}})()
+  split = type(
+    "S",
+    (),
+    {"labels": labels, "class_names": {"expression": ("a", "b", "c"), "illumination": ("x", "y")}},
+  )()
   codes = [rng.normal(size=(n, 4)).astype(np.float32) for _ in range(2)]
   logits = [[rng.normal(size=(n, 3)), rng.normal(size=(n, 2))] for _ in range(2)]
   config = ablation_config.get_config()
   config.hopkins_draws = 2
   out = ablation.evaluate_codes(codes, logits, split, ("expression", "illumination"), config)
-  mean, std = ev.hopkins_per_class(codes[0], labels["expression"], 3, 2, 0, 0.1)
-  assert out["hopkins/b"] == pytest.approx(mean[1]) and out["hopkins/b_std"] == pytest.approx(std[1])
+  mean, std = clustering.hopkins_per_class(codes[0], labels["expression"], 3, 2, 0, 0.1)
+  assert out["hopkins/b"] == pytest.approx(mean[1]) and out["hopkins/b_std"] == pytest.approx(
+    std[1]
+  )
   assert out["knn_acc/illumination/z_expression"] == pytest.approx(
-      ev.knn_accuracy(codes[0], labels["illumination"], 5))
+    leakage.knn_accuracy(codes[0], labels["illumination"], 5)
+  )
   assert out["latent_acc/C_illumination/z_expression"] == pytest.approx(
-      np.mean(np.argmax(logits[0][1], -1) == labels["illumination"]))
+    np.mean(np.argmax(logits[0][1], -1) == labels["illumination"])
+  )
   p = np.exp(_log_softmax(logits[1][0]))
   assert out["entropy/C_expression/z_illumination"] == pytest.approx(
-      np.mean(-(p * np.log(p)).sum(-1)), rel=1e-5)
+    np.mean(-(p * np.log(p)).sum(-1)), rel=1e-5
+  )

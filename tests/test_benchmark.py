@@ -6,6 +6,8 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from attrdis import benchmark
@@ -16,8 +18,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_train_part_reports_consistent_numbers():
   config = tiny_config(batch_size=8)
-  result = benchmark.benchmark_train(config, (5, 3), jax.devices()[:2], steps=3, warmup=1,
-                                     window=2, matmul_size=256)
+  result = benchmark.benchmark_train(
+    config, (5, 3), jax.devices()[:2], steps=3, warmup=1, window=2, matmul_size=256
+  )
   step = result["step_s"]
   assert step["n"] == 3 and 0 < step["min"] <= step["median"] <= step["max"]
   assert result["window"] == 2
@@ -31,12 +34,13 @@ def test_train_part_reports_consistent_numbers():
   assert result["flops_per_step"] > 1e6
   assert 0.7 < result["model_flops_per_step"] / result["flops_per_step"] < 1.4
   assert result["achieved_flops_per_s"] == pytest.approx(
-      result["model_flops_per_step"] / step["median"])
-  assert result["executed_flops_per_s"] == pytest.approx(
-      result["flops_per_step"] / step["median"])
+    result["model_flops_per_step"] / step["median"]
+  )
+  assert result["executed_flops_per_s"] == pytest.approx(result["flops_per_step"] / step["median"])
   assert result["peak_matmul"]["n"] == 256 and result["peak_matmul"]["dtype"] == "float32"
   assert result["mfu"] == pytest.approx(
-      result["achieved_flops_per_s_per_device"] / result["peak_flops_per_s"])
+    result["achieved_flops_per_s_per_device"] / result["peak_flops_per_s"]
+  )
   assert result["metrics_finite"]
   assert result["step_process_cpu_s"]["n"] == 3
   json.dumps(result)  # JSON-able as it stands
@@ -47,8 +51,9 @@ def test_flops_double_with_the_batch():
   flops, model = [], []
   for b in (4, 8):
     config = tiny_config(batch_size=b)
-    r = benchmark.benchmark_train(config, (5, 3), jax.devices()[:1], steps=1, warmup=1,
-                                  window=1, peak=False)
+    r = benchmark.benchmark_train(
+      config, (5, 3), jax.devices()[:1], steps=1, warmup=1, window=1, peak=False
+    )
     flops.append(r["flops_per_step"])
     model.append(r["model_flops_per_step"])
     assert model[-1] == benchmark.model_flops(config, (5, 3))
@@ -92,11 +97,22 @@ def test_summarize():
 
 def test_cli_prints_json():
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
-  cmd = [sys.executable, "-m", "attrdis.benchmark", "--config=configs/synthetic.py",
-         "--config.image_size=16", "--config.batch_size=4", "--config.model.num_res_blocks=1",
-         "--config.model.encoder_widths=(4, 8, 8)", "--config.model.classifier_widths=(4, 8)",
-         "--config.model.decoder_up_widths=(8, 4)", "--config.model.critic_base_width=4",
-         "--steps=2", "--matmul_size=128", "--num_classes=5,3,4"]
+  cmd = [
+    sys.executable,
+    "-m",
+    "attrdis.benchmark",
+    "--config=configs/synthetic.py",
+    "--config.image_size=16",
+    "--config.batch_size=4",
+    "--config.model.num_res_blocks=1",
+    "--config.model.encoder_widths=(4, 8, 8)",
+    "--config.model.classifier_widths=(4, 8)",
+    "--config.model.decoder_up_widths=(8, 4)",
+    "--config.model.critic_base_width=4",
+    "--steps=2",
+    "--matmul_size=128",
+    "--num_classes=5,3,4",
+  ]
   out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-2000:]
   result = json.loads(out.stdout)
@@ -107,14 +123,21 @@ def test_cli_prints_json():
   assert result["compilation_cache"] == os.path.abspath(os.environ["JAX_COMPILATION_CACHE_DIR"])
   assert os.path.isdir(result["compilation_cache"])
 
-  bad = subprocess.run(cmd[:4] + ["--config.dtype=float16"], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=600)
+  bad = subprocess.run(
+    cmd[:4] + ["--config.dtype=float16"],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert bad.returncode == 1 and "config.dtype" in json.loads(bad.stdout)["error"]
 
 
 def test_prefetch_to_device_keeps_order_and_shards():
   from attrdis import train_step as step_lib
   import numpy as np
+
   mesh = step_lib.make_mesh(jax.devices()[:2])
   _, data = step_lib.shardings(mesh)
   host = [{"image": np.full((4, 2), i, np.float32)} for i in range(5)]
@@ -139,3 +162,34 @@ def test_eval_part_times_each_stage_and_their_sequence():
   assert result["inception"]["flops_per_batch"] > 2 * 5e9
   assert result["images_per_s"] == pytest.approx(1 / sum(1 / r for r in rates))
   json.dumps(result)
+
+
+def test_training_batches_are_uint8_pixels_scaled_on_the_device(synthetic_data_dir):
+  """The training loader hands over the stored uint8 pixels; the step's scaling gives, bit for
+  bit, the float32 images the evaluation loader makes on the host."""
+  from attrdis import input_pipeline
+  from attrdis import train_step as step_lib
+
+  config = tiny_config(batch_size=4)
+  config.dataset.data_dir = synthetic_data_dir
+  builder, _ = input_pipeline.load(config)
+  train = next(
+    iter(input_pipeline.create_loader(config, builder, "train", train=True, worker_count=0))
+  )
+  assert train["image"].dtype == np.uint8 and train["image"].shape == (4, 16, 16, 3)
+  source = builder.as_data_source("train")
+  keys = input_pipeline.GlobalBatchRows(source, 4, (0, 4), config.seed).record_keys(0)
+  host = np.stack([input_pipeline.to_model_image(source[int(k)]["image"], 16) for k in keys])
+  np.testing.assert_array_equal(train["image"], np.rint((host + 1) * 127.5).astype(np.uint8))
+  scaled = np.asarray(jax.jit(step_lib.model_images)(train["image"]))
+  assert scaled.dtype == np.float32
+  np.testing.assert_array_equal(scaled, host)
+  # Every pixel value, not only those in the batch.
+  every = np.arange(256, dtype=np.uint8)
+  np.testing.assert_array_equal(
+    np.asarray(jax.jit(step_lib.model_images)(every)), every.astype(np.float32) / 127.5 - 1.0
+  )
+  # Float images (already scaled) pass through; the NaN test config keeps float batches.
+  np.testing.assert_array_equal(np.asarray(step_lib.model_images(jnp.asarray(host))), host)
+  config.debug_nan_at_step = 2
+  assert input_pipeline.train_image_dtype(config) == np.float32

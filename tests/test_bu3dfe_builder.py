@@ -7,12 +7,19 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from attrdis import vendor_data
+from attrdis_datasets import vendor
 from attrdis_datasets.bu3dfe import bu3dfe_dataset_builder as bu
 import vendor_fixtures as vf
 
-EXPECTED_EXPRESSION = {"AN": "anger", "DI": "disgust", "FE": "fear", "HA": "happiness",
-                       "NE": "neutral", "SA": "sadness", "SU": "surprise"}
+EXPECTED_EXPRESSION = {
+  "AN": "anger",
+  "DI": "disgust",
+  "FE": "fear",
+  "HA": "happiness",
+  "NE": "neutral",
+  "SA": "sadness",
+  "SU": "surprise",
+}
 NAME_RE = re.compile(r"([FM]\d{4})/\1_([A-Z]{2})(\d{2})([A-Z]{2})_F2D\.bmp")
 
 
@@ -30,8 +37,15 @@ def test_config_names_and_features(built, tmp_path):
   assert bu.Builder(data_dir=str(tmp_path)).builder_config.image_size == 128
   f = builder.info.features
   assert f["image"].shape == (64, 64, 3)
-  assert f["expression"].names == ["anger", "disgust", "fear", "happiness", "neutral", "sadness",
-                                   "surprise"]
+  assert f["expression"].names == [
+    "anger",
+    "disgust",
+    "fear",
+    "happiness",
+    "neutral",
+    "sadness",
+    "surprise",
+  ]
   assert f["sex"].names == ["female", "male"]
   assert f["identity"].names == sorted(vf.bu3dfe_subjects(12))
 
@@ -92,7 +106,7 @@ def test_preprocess_image_at_the_vendor_resolution():
 
 
 def test_missing_manual_dir_prints_the_instructions(tmp_path):
-  with pytest.raises(vendor_data.MissingManualDataError) as e:
+  with pytest.raises(vendor.MissingManualDataError) as e:
     vf.build(bu.Builder, tmp_path / "absent", tmp_path / "data", "default_64")
   assert "F0001/F0001_AN01WH_F2D.bmp" in str(e.value) and "Binghamton" in str(e.value)
 
@@ -127,8 +141,10 @@ def test_incomplete_subject_is_named_with_what_is_missing(tmp_path, caplog):
   text = "\n".join(r.getMessage() for r in caplog.records)
   assert "2 subject(s) have an incomplete set" in text
   assert "F0004 (missing FE01-FE04)" in text and "M0002 (missing NE00, SA03)" in text
-  assert builder.info.metadata["incomplete_subjects"] == {"F0004": ["FE01-FE04"],
-                                                          "M0002": ["NE00, SA03"]}
+  assert builder.info.metadata["incomplete_subjects"] == {
+    "F0004": ["FE01-FE04"],
+    "M0002": ["NE00, SA03"],
+  }
 
 
 def test_a_truncated_bmp_stops_the_build_or_is_skipped(tmp_path):
@@ -136,11 +152,12 @@ def test_a_truncated_bmp_stops_the_build_or_is_skipped(tmp_path):
   bad = manual / vf.bu3dfe_file_name("F0003", "HA", 2)
   data = bad.read_bytes()
   bad.write_bytes(data[: len(data) - 100])
-  with pytest.raises(vendor_data.BadImageError) as e:
+  with pytest.raises(vendor.BadImageError) as e:
     vf.build(bu.Builder, manual, tmp_path / "data", "default_64")
   assert str(bad) in str(e.value)
   builder = vf.build(bu.Builder, manual, tmp_path / "data2", "default_64", skip_bad_images=True)
   records = vf.read_split(builder, "train") + vf.read_split(builder, "test")
   assert len(records) == 11 * 7 - 1
   assert [s["file_name"] for s in builder.info.metadata["skipped_images"]] == [
-      vf.bu3dfe_file_name("F0003", "HA", 2)]
+    vf.bu3dfe_file_name("F0003", "HA", 2)
+  ]

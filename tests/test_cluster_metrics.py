@@ -46,12 +46,10 @@ def test_deterministic_and_key_dependent():
 
 def test_excludes_the_sampled_point_itself_but_not_its_duplicates():
   x = np.array([[0.0, 0.0], [0.0, 0.0], [3.0, 4.0]])  # a duplicated point
-  h, u, w = cm.hopkins_from_samples(x, np.array([[3.0, 0.0]]), np.array([0]),
-                                    return_distances=True)
+  h, u, w = cm.hopkins_from_samples(x, np.array([[3.0, 0.0]]), np.array([0]), return_distances=True)
   assert w[0] == 0.0  # its duplicate is another point at distance 0
   assert u[0] == pytest.approx(3.0)
-  h, u, w = cm.hopkins_from_samples(x, np.array([[3.0, 0.0]]), np.array([2]),
-                                    return_distances=True)
+  h, u, w = cm.hopkins_from_samples(x, np.array([[3.0, 0.0]]), np.array([2]), return_distances=True)
   assert w[0] == pytest.approx(5.0) and h == pytest.approx(3.0 / 8.0)
 
 
@@ -109,9 +107,16 @@ def test_colormap_endpoints_and_monotone_brightness():
 def test_heatmap_png(tmp_path):
   table = np.array([[0.01, 1.9, 1.2], [1.5, 0.02, math.log(7)]])
   path = tmp_path / "entropy.png"
-  boxes = cm.write_heatmap_png(path, table, ["C_id", "C_expr"], ["z_id", "z_expr", "z_0"],
-                               title="Entropy of C_m on z_m'", row_title="classifier",
-                               col_title="code", vmax=math.log(7))
+  boxes = cm.write_heatmap_png(
+    path,
+    table,
+    ["C_id", "C_expr"],
+    ["z_id", "z_expr", "z_0"],
+    title="Entropy of C_m on z_m'",
+    row_title="classifier",
+    col_title="code",
+    vmax=math.log(7),
+  )
   img = np.asarray(Image.open(path).convert("RGB"))
   assert boxes.shape == (2, 3, 4)
   assert img.shape[0] >= boxes[..., 3].max() and img.shape[1] > boxes[..., 2].max()
@@ -121,11 +126,11 @@ def test_heatmap_png(tmp_path):
       expect = cm.colormap(table[i, j] / math.log(7))
       np.testing.assert_array_equal(img[y0 + 2, x0 + 2], expect)  # corner: no text there
       np.testing.assert_array_equal(img[y1 - 3, x1 - 3], expect)
-      centre = img[y0 + (y1 - y0) // 3:y1 - (y1 - y0) // 3, x0 + 4:x1 - 4]
+      centre = img[y0 + (y1 - y0) // 3 : y1 - (y1 - y0) // 3, x0 + 4 : x1 - 4]
       assert np.any(np.any(centre != expect, axis=-1))  # the value is written in the cell
   # Labels are drawn in the margins (dark pixels left of the first column / above the first row).
   x0, y0 = boxes[0, 0, :2]
-  assert (img[y0:boxes[1, 0, 3], :x0].min(axis=-1) < 100).any()
-  assert (img[:y0, x0:boxes[0, 2, 2]].min(axis=-1) < 100).any()
+  assert (img[y0 : boxes[1, 0, 3], :x0].min(axis=-1) < 100).any()
+  assert (img[:y0, x0 : boxes[0, 2, 2]].min(axis=-1) < 100).any()
   with pytest.raises(ValueError):
     cm.write_heatmap_png(tmp_path / "bad.png", np.zeros((2, 2)), ["a"], ["b", "c"])

@@ -39,7 +39,8 @@ def test_default_dir(monkeypatch, tmp_path):
   assert compilation_cache.default_dir() == os.path.join(str(tmp_path), "attrdis", "jax")
   monkeypatch.delenv("XDG_CACHE_HOME")
   assert compilation_cache.default_dir() == os.path.join(
-      os.path.expanduser("~"), ".cache", "attrdis", "jax")
+    os.path.expanduser("~"), ".cache", "attrdis", "jax"
+  )
   monkeypatch.setenv(compilation_cache.ENV, "/somewhere")
   assert compilation_cache.default_dir() == "/somewhere"
 
@@ -52,8 +53,11 @@ def test_enable_off_and_unwritable(tmp_path, restore_cache_dir):
     assert compilation_cache.enable(off) is None
     assert jax.config.jax_compilation_cache_dir is None
   (tmp_path / "file").write_text("x")
-  with pytest.raises(errors.InputError, match=r"compilation cache .*file/sub.*"
-                     r"--compilation_cache=none"):
+  with pytest.raises(
+    errors.InputError,
+    match=r"compilation cache .*file/sub.*"
+    r"--compilation_cache=none",
+  ):
     compilation_cache.enable(str(tmp_path / "file" / "sub"))
 
 
@@ -63,8 +67,14 @@ def test_second_process_reads_the_first_ones_compilation(tmp_path):
   cache = str(tmp_path / "cache")
 
   def run(path):
-    out = subprocess.run([sys.executable, "-c", PROGRAM, path], env=env, cwd=str(tmp_path),
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+      [sys.executable, "-c", PROGRAM, path],
+      env=env,
+      cwd=str(tmp_path),
+      capture_output=True,
+      text=True,
+      timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout.split()
 

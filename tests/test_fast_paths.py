@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from attrdis import conv_kernels
 from attrdis import models
 from attrdis import train_state as ts
 from attrdis import train_step as step_lib
@@ -17,8 +18,12 @@ DN = ("NHWC", "HWIO", "NHWC")
 def plain_upsample_conv(x, kernel, bias):
   """The decoder's up layer as written in the paper: nearest ×4, reflect pad 1, conv 3×3 s2."""
   up = models.reflect_pad(models.upsample_nearest(x, 4), 1)
-  return jax.lax.conv_general_dilated(up, kernel, (2, 2), "VALID", dimension_numbers=DN,
-                                      precision=jax.lax.Precision.HIGHEST) + bias
+  return (
+    jax.lax.conv_general_dilated(
+      up, kernel, (2, 2), "VALID", dimension_numbers=DN, precision=jax.lax.Precision.HIGHEST
+    )
+    + bias
+  )
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 4, 5), (1, 1, 1, 2), (2, 4, 4, 3)])
@@ -29,8 +34,8 @@ def test_fused_upsample_conv_is_exactly_the_resize_then_conv(shape):
   kernel = jnp.asarray(rng.integers(-3, 4, (3, 3, shape[-1], 6)), jnp.float32)
   bias = jnp.asarray(rng.integers(-3, 4, (6,)), jnp.float32)
   for impl in ("xla", "gemm"):
-    with models.conv_implementation(impl):
-      got = models.UpsampleConv(6).apply({"params": {"kernel": kernel, "bias": bias}}, x)
+    with conv_kernels.conv_implementation(impl):
+      got = conv_kernels.UpsampleConv(6).apply({"params": {"kernel": kernel, "bias": bias}}, x)
     want = plain_upsample_conv(x, kernel, bias)
     assert got.shape == (shape[0], 2 * shape[1], 2 * shape[2], 6)
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
@@ -39,7 +44,7 @@ def test_fused_upsample_conv_is_exactly_the_resize_then_conv(shape):
 def test_fused_upsample_conv_gradients_and_init_match():
   rng = np.random.default_rng(1)
   x = jnp.asarray(rng.normal(size=(2, 4, 3, 5)), jnp.float32)
-  conv = models.UpsampleConv(4)
+  conv = conv_kernels.UpsampleConv(4)
   params = conv.init(jax.random.key(3), x)["params"]
   ref = nn.Conv(4, (3, 3)).init(jax.random.key(3), x)["params"]  # same names, shapes, values
   for name in ("kernel", "bias"):
@@ -55,23 +60,27 @@ def test_fused_upsample_conv_gradients_and_init_match():
 
 
 @pytest.mark.parametrize("impl", ["gemm", "winograd"])
-@pytest.mark.parametrize("shape,kernel,strides,padding", [
+@pytest.mark.parametrize(
+  "shape,kernel,strides,padding",
+  [
     ((2, 8, 8, 5), (3, 3), (1, 1), ((1, 1), (1, 1))),  # residual blocks (Winograd applies)
     ((2, 6, 10, 3), (3, 3), (1, 1), "VALID"),  # non-square, even outputs
     ((1, 7, 7, 4), (3, 3), (1, 1), "VALID"),  # odd outputs: Winograd falls back to im2col
     ((2, 8, 8, 5), (3, 3), (2, 2), "SAME"),  # encoder, TF 'SAME' (0 before, 1 after)
     ((2, 10, 10, 3), (4, 4), (2, 2), "VALID"),  # critic / classifier
     ((1, 12, 12, 2), (7, 7), (1, 1), "VALID"),  # enc-1 / output layer
-])
+  ],
+)
 def test_conv_algorithms_compute_the_same_convolution(impl, shape, kernel, strides, padding):
   rng = np.random.default_rng(2)
   x = jnp.asarray(rng.normal(size=shape), jnp.float32)
-  k = jnp.asarray(rng.normal(size=(*kernel, shape[-1], 6)) / np.sqrt(np.prod(kernel) * shape[-1]),
-                  jnp.float32)
+  k = jnp.asarray(
+    rng.normal(size=(*kernel, shape[-1], 6)) / np.sqrt(np.prod(kernel) * shape[-1]), jnp.float32
+  )
 
   def run(which):
-    with models.conv_implementation(which):
-      f = lambda k, x: models.conv2d(x, k, strides, padding)
+    with conv_kernels.conv_implementation(which):
+      f = lambda k, x: conv_kernels.conv2d(x, k, strides, padding)
       y = f(k, x)
       cot = jnp.asarray(np.random.default_rng(3).normal(size=y.shape), jnp.float32)
       return y, jax.grad(lambda k, x: jnp.sum(f(k, x) * cot), argnums=(0, 1))(k, x)
@@ -87,34 +96,38 @@ def test_conv_algorithms_compute_the_same_convolution(impl, shape, kernel, strid
 def test_winograd_is_chosen_only_where_it_applies():
   f32, bf16 = jnp.float32, jnp.bfloat16
   on_cpu = jax.default_backend() == "cpu"
-  big = models.GEMM_MIN_MACS
-  assert models.resolve_conv_impl("auto", f32, (3, 3), (1, 1), (16, 16), big) == (
-      "winograd" if on_cpu else "xla")
-  assert models.resolve_conv_impl("auto", f32, (3, 3), (2, 2), (16, 16), big) == (
-      "gemm" if on_cpu else "xla")
-  assert models.resolve_conv_impl("auto", f32, (3, 3), (1, 1), (16, 16), big - 1) == "xla"
-  assert models.resolve_conv_impl("winograd", f32, (3, 3), (1, 1), (15, 16)) == "gemm"
-  assert models.resolve_conv_impl("winograd", f32, (3, 3), (2, 2), (16, 16)) == "gemm"
-  assert models.resolve_conv_impl("winograd", bf16, (3, 3), (1, 1), (16, 16)) == "gemm"
-  with models.conv_implementation("xla"):
-    assert models.resolve_conv_impl("auto", f32, (3, 3), (1, 1), (16, 16)) == "xla"
+  big = conv_kernels.GEMM_MIN_MACS
+  assert conv_kernels.resolve_conv_impl("auto", f32, (3, 3), (1, 1), (16, 16), big) == (
+    "winograd" if on_cpu else "xla"
+  )
+  assert conv_kernels.resolve_conv_impl("auto", f32, (3, 3), (2, 2), (16, 16), big) == (
+    "gemm" if on_cpu else "xla"
+  )
+  assert conv_kernels.resolve_conv_impl("auto", f32, (3, 3), (1, 1), (16, 16), big - 1) == "xla"
+  assert conv_kernels.resolve_conv_impl("winograd", f32, (3, 3), (1, 1), (15, 16)) == "gemm"
+  assert conv_kernels.resolve_conv_impl("winograd", f32, (3, 3), (2, 2), (16, 16)) == "gemm"
+  assert conv_kernels.resolve_conv_impl("winograd", bf16, (3, 3), (1, 1), (16, 16)) == "gemm"
+  with conv_kernels.conv_implementation("xla"):
+    assert conv_kernels.resolve_conv_impl("auto", f32, (3, 3), (1, 1), (16, 16)) == "xla"
   with pytest.raises(ValueError, match="conv implementation"):
-    with models.conv_implementation("fft"):
+    with conv_kernels.conv_implementation("fft"):
       pass
 
 
 def test_conv_module_has_nn_conv_parameters():
   x = jnp.zeros((1, 8, 8, 3))
-  for kw in (dict(kernel_size=(3, 3), padding="VALID"),
-             dict(kernel_size=(4, 4), strides=(2, 2), padding="VALID"),
-             dict(kernel_size=(3, 3), strides=(2, 2), padding="SAME")):
-    ours = models.Conv(5, **kw).init(jax.random.key(0), x)
+  for kw in (
+    dict(kernel_size=(3, 3), padding="VALID"),
+    dict(kernel_size=(4, 4), strides=(2, 2), padding="VALID"),
+    dict(kernel_size=(3, 3), strides=(2, 2), padding="SAME"),
+  ):
+    ours = conv_kernels.Conv(5, **kw).init(jax.random.key(0), x)
     ref = nn.Conv(5, **kw).init(jax.random.key(0), x)
     assert jax.tree.structure(ours) == jax.tree.structure(ref)
     for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(ref)):
       np.testing.assert_array_equal(a, b)
-    with models.conv_implementation("gemm"):
-      y = models.Conv(5, **kw).apply(ours, x + 1.0)
+    with conv_kernels.conv_implementation("gemm"):
+      y = conv_kernels.Conv(5, **kw).apply(ours, x + 1.0)
     np.testing.assert_allclose(y, nn.Conv(5, **kw).apply(ref, x + 1.0), rtol=1e-5, atol=1e-5)
 
 
@@ -173,9 +186,10 @@ def test_fast_step_equals_the_plain_step():
   grad = jax.grad(step_lib.compute_losses, argnums=1, has_aux=True)
   out = {}
   for impl in ("xla", "winograd"):
-    with models.conv_implementation(impl), jax.default_matmul_precision("highest"):
-      out[impl] = jax.jit(lambda p: grad(models_, p, x, labels, perms, alpha,
-                                         config.loss_weights))(params)
+    with conv_kernels.conv_implementation(impl), jax.default_matmul_precision("highest"):
+      out[impl] = jax.jit(lambda p: grad(models_, p, x, labels, perms, alpha, config.loss_weights))(
+        params
+      )
   (g_xla, m_xla), (g_auto, m_auto) = out["xla"], out["winograd"]
   for k in m_xla:
     assert float(m_auto[k]) == pytest.approx(float(m_xla[k]), rel=1e-4, abs=1e-5), k

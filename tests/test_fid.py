@@ -65,8 +65,9 @@ def lowrank_error_bound(f1, f2, eps=EPS64):
   a1, a2 = f1 - f1.mean(0), f2 - f2.mean(0)
   n = n1 + n2 + d
   sv = n * eps * np.linalg.norm(a1, 2) * np.linalg.norm(a2, 2) / np.sqrt((n1 - 1) * (n2 - 1))
-  size = (np.sum((f1.mean(0) - f2.mean(0)) ** 2) + np.sum(a1 ** 2) / (n1 - 1)
-          + np.sum(a2 ** 2) / (n2 - 1))
+  size = (
+    np.sum((f1.mean(0) - f2.mean(0)) ** 2) + np.sum(a1**2) / (n1 - 1) + np.sum(a2**2) / (n2 - 1)
+  )
   return 2 * min(n1, n2) * sv + d * n * eps * size
 
 
@@ -92,12 +93,17 @@ def test_diagonal_covariances_closed_form():
   # FID = |mu1 - mu2|^2 + sum (sqrt(a) - sqrt(b))^2 = 5 + (1 + 0 + 6.25)
   expect = 5.0 + 1.0 + 0.0 + 6.25
   tol = fid_error_bound(mu1, np.diag(a), mu2, np.diag(b))
-  assert fid.frechet_distance(mu1, np.diag(a), mu2, np.diag(b)) == pytest.approx(expect, rel=0,
-                                                                                abs=tol)
+  assert fid.frechet_distance(mu1, np.diag(a), mu2, np.diag(b)) == pytest.approx(
+    expect, rel=0, abs=tol
+  )
   assert float(fid.frechet_distance_jnp(mu1, np.diag(a), mu2, np.diag(b))) == pytest.approx(
-      expect, rel=0, abs=tol)
-  assert 0.0 <= fid.frechet_distance(mu1, np.diag(a), mu1, np.diag(a)) <= fid_error_bound(
-      mu1, np.diag(a), mu1, np.diag(a))
+    expect, rel=0, abs=tol
+  )
+  assert (
+    0.0
+    <= fid.frechet_distance(mu1, np.diag(a), mu1, np.diag(a))
+    <= fid_error_bound(mu1, np.diag(a), mu1, np.diag(a))
+  )
   # A rotation of both covariances changes nothing (beyond the rounding of the rotated
   # inputs, a few ε of their size: the bound counted twice).
   q, _ = np.linalg.qr(np.random.default_rng(1).normal(size=(3, 3)))
@@ -115,8 +121,7 @@ def test_matches_scipy_sqrtm_on_random_spd(d):
   tol = 2 * fid_error_bound(mu1, s1, mu2, s2)
   assert fid.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expect, rel=0, abs=tol)
   assert fid.frechet_distance(mu2, s2, mu1, s1) == pytest.approx(expect, rel=0, abs=tol)
-  assert float(fid.frechet_distance_jnp(mu1, s1, mu2, s2)) == pytest.approx(expect, rel=0,
-                                                                             abs=tol)
+  assert float(fid.frechet_distance_jnp(mu1, s1, mu2, s2)) == pytest.approx(expect, rel=0, abs=tol)
   f32 = float(fid.frechet_distance_jnp(mu1, s1, mu2, s2, dtype=np.float32))
   assert f32 == pytest.approx(expect, rel=0, abs=fid_error_bound(mu1, s1, mu2, s2, EPS32))
 
@@ -134,8 +139,9 @@ def test_singular_covariances_are_safe():
   assert np.isfinite(via_stats)
   tol = fid_error_bound(m1, s1, m2, s2) + lowrank_error_bound(f1, f2)
   assert via_stats == pytest.approx(via_features, rel=0, abs=tol)
-  assert float(fid.frechet_distance_jnp(m1, s1, m2, s2)) == pytest.approx(via_features, rel=0,
-                                                                           abs=tol)
+  assert float(fid.frechet_distance_jnp(m1, s1, m2, s2)) == pytest.approx(
+    via_features, rel=0, abs=tol
+  )
   # The same singular distribution against itself is 0 up to rounding, never negative or NaN:
   # the eigenvalues that are 0 come out as rounding noise ≥ 0 (clipped), whose square roots
   # inflate Tr (Σ₁Σ₂)^½, so unclamped the distance comes out below 0.
@@ -148,7 +154,8 @@ def test_singular_covariances_are_safe():
   # A zero covariance (all samples equal) is fine too: FID = |diff|^2 + tr(s2).
   z = np.zeros((40, 40))
   assert fid.frechet_distance(m1, z, m2, s2) == pytest.approx(
-      np.sum((m1 - m2) ** 2) + np.trace(s2), rel=1e-10)
+    np.sum((m1 - m2) ** 2) + np.trace(s2), rel=1e-10
+  )
 
 
 def test_fid_from_features_both_paths_agree():
@@ -203,8 +210,16 @@ def test_cli_matches_pytorch_fid_end_to_end(setup, ref, capsys, tmp_path):
     (tmp_path / s).mkdir()
     for i, img in enumerate(ref[f"images_{s}"][:k]):
       Image.fromarray(img).save(tmp_path / s / f"{i}.png")
-  rc, out, err = _run(capsys, tmp_path / "a", tmp_path / "b",
-                      f"--weights={setup / 'weights.npz'}", "--batch-size", 5, "--log-every", 1)
+  rc, out, err = _run(
+    capsys,
+    tmp_path / "a",
+    tmp_path / "b",
+    f"--weights={setup / 'weights.npz'}",
+    "--batch-size",
+    5,
+    "--log-every",
+    1,
+  )
   assert rc == 0, err
   assert out.startswith("FID: ") and out.count("\n") == 1
   value = float(out.split()[1])
@@ -217,8 +232,15 @@ def test_cli_save_stats_then_compare(setup, ref, capsys, tmp_path):
   for i, img in enumerate(ref["images_a"][:5]):
     Image.fromarray(img).save(tmp_path / "a5" / f"{i}.png")
   out_npz = tmp_path / "a_stats"  # ".npz" is appended, as numpy does
-  rc, out, err = _run(capsys, tmp_path / "a5", out_npz, "--save-stats",
-                      f"--weights={setup / 'weights.npz'}", "--batch-size", 5)
+  rc, out, err = _run(
+    capsys,
+    tmp_path / "a5",
+    out_npz,
+    "--save-stats",
+    f"--weights={setup / 'weights.npz'}",
+    "--batch-size",
+    5,
+  )
   assert rc == 0, err
   with np.load(tmp_path / "a_stats.npz") as f:
     mu, sigma = f["mu"], f["sigma"]
@@ -226,8 +248,13 @@ def test_cli_save_stats_then_compare(setup, ref, capsys, tmp_path):
   np.testing.assert_allclose(mu, ref_mu, rtol=1e-4, atol=1e-6)
   np.testing.assert_allclose(sigma, ref_sigma, rtol=1e-3, atol=1e-4 * np.abs(ref_sigma).max())
   # Like pytorch-fid, an existing output is not overwritten.
-  rc, out, err = _run(capsys, tmp_path / "a5", tmp_path / "a_stats.npz", "--save-stats",
-                      f"--weights={setup / 'weights.npz'}")
+  rc, out, err = _run(
+    capsys,
+    tmp_path / "a5",
+    tmp_path / "a_stats.npz",
+    "--save-stats",
+    f"--weights={setup / 'weights.npz'}",
+  )
   assert rc == 1 and "existing output file" in err and err.count("\n") == 1
 
 
@@ -240,8 +267,9 @@ def test_cli_two_npz_need_no_weights(tmp_path, capsys):
   rc, out, err = _run(capsys, tmp_path / "x.npz", tmp_path / "y.npz")
   assert rc == 0, err
   # The value is printed with all its digits (repr of the float).
-  assert float(out.split()[1]) == pytest.approx(_sqrtm_reference(m1, s1, m2, s2), rel=0,
-                                                abs=2 * fid_error_bound(m1, s1, m2, s2))
+  assert float(out.split()[1]) == pytest.approx(
+    _sqrtm_reference(m1, s1, m2, s2), rel=0, abs=2 * fid_error_bound(m1, s1, m2, s2)
+  )
   np.savez(tmp_path / "bad.npz", mean=m1)
   rc, out, err = _run(capsys, tmp_path / "x.npz", tmp_path / "bad.npz")
   assert rc == 1 and "'mu' and 'sigma'" in err
@@ -276,15 +304,26 @@ def test_cli_errors_are_one_line(setup, tmp_path, capsys):
   err = _one_line_error(*_run(capsys, tmp_path / "bad", setup / "b", w)[::2])
   assert "cannot read image" in err and "corrupt.jpg" in err
   (tmp_path / "junk.pth").write_bytes(b"junk")
-  err = _one_line_error(*_run(capsys, setup / "a", setup / "b", f"--weights={tmp_path / 'junk.pth'}")[::2])
+  err = _one_line_error(
+    *_run(capsys, setup / "a", setup / "b", f"--weights={tmp_path / 'junk.pth'}")[::2]
+  )
   assert "junk.pth" in err
 
 
 def test_module_entry_point_reports_missing_weights(setup):
-  env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-             JAX_PLATFORMS="cpu")
-  proc = subprocess.run([sys.executable, "-m", "attrdis.fid", str(setup / "a"), str(setup / "b")],
-                        capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+  env = dict(
+    os.environ,
+    PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    JAX_PLATFORMS="cpu",
+  )
+  proc = subprocess.run(
+    [sys.executable, "-m", "attrdis.fid", str(setup / "a"), str(setup / "b")],
+    capture_output=True,
+    text=True,
+    env=env,
+    cwd=REPO,
+    timeout=120,
+  )
   assert proc.returncode == 1 and proc.stdout == ""
   lines = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
   assert len(lines) == 1 and "Traceback" not in proc.stderr

@@ -1,7 +1,7 @@
 """The Flax FID Inception-V3 against pytorch-fid, and the torch-free .pth loader. No torch here.
 
 The reference numbers were made once by ``tests/make_fid_fixture.py`` with torch + pytorch-fid
-(see docs/notes/fid.md); the stand-in weights are regenerated with numpy by fid_fixture_weights.
+(see docs/fid.md); the stand-in weights are regenerated with numpy by fid_fixture_weights.
 """
 
 from __future__ import annotations
@@ -48,8 +48,10 @@ def extractor(stand_in_state_dict, ref):
 def features(extractor, ref):
   # Set b goes in as uint8 (what the CLI feeds); set a as float images in [-1, 1] (what the
   # model produces), so both input paths are compared with pytorch-fid.
-  return {"a": extractor(ref["images_a"].astype(np.float32) / 127.5 - 1.0, value_range=(-1, 1)),
-          "b": extractor(ref["images_b"])}
+  return {
+    "a": extractor(ref["images_a"].astype(np.float32) / 127.5 - 1.0, value_range=(-1, 1)),
+    "b": extractor(ref["images_b"]),
+  }
 
 
 # ------------------------------------------------------------------------------------------
@@ -74,8 +76,9 @@ def test_stand_in_weights_are_the_fixtures(ref, stand_in_state_dict):
   for k, shape in torch_spec.items():
     if k.endswith("num_batches_tracked"):
       full[k] = fid_fixture_weights.fixture_tensor(k, shape)
-  np.testing.assert_allclose(fid_fixture_weights.checksum(full), ref["weights_checksum"],
-                             rtol=1e-12)
+  np.testing.assert_allclose(
+    fid_fixture_weights.checksum(full), ref["weights_checksum"], rtol=1e-12
+  )
   assert int(ref["weights_seed"]) == fid_fixture_weights.DEFAULT_SEED
   # BatchNorm is far from the identity, so a wrong BN port cannot pass the feature test.
   var = stand_in_state_dict["Mixed_6b.branch7x7_2.bn.running_var"]
@@ -90,9 +93,12 @@ def test_variables_layout(stand_in_state_dict):
   assert w.shape == (128, 128, 1, 7) and k.shape == (1, 7, 128, 128)
   assert k[0, 5, 3, 9] == w[9, 3, 0, 5]
   bn = v["batch_stats"]["Mixed_7c"]["branch_pool"]["bn"]
-  np.testing.assert_array_equal(bn["var"], stand_in_state_dict["Mixed_7c.branch_pool.bn.running_var"])
-  np.testing.assert_array_equal(v["params"]["Conv2d_1a_3x3"]["bn"]["scale"],
-                                stand_in_state_dict["Conv2d_1a_3x3.bn.weight"])
+  np.testing.assert_array_equal(
+    bn["var"], stand_in_state_dict["Mixed_7c.branch_pool.bn.running_var"]
+  )
+  np.testing.assert_array_equal(
+    v["params"]["Conv2d_1a_3x3"]["bn"]["scale"], stand_in_state_dict["Conv2d_1a_3x3.bn.weight"]
+  )
 
 
 def test_variables_from_state_dict_rejects_bad_dicts(stand_in_state_dict):
@@ -141,8 +147,9 @@ def test_bilinear_weights_by_hand():
   np.testing.assert_allclose(w1, [0.0, 0.25, 0.75, 0.25])
   np.testing.assert_allclose(w0 + w1, 1.0)
   x = jnp.asarray([0.0, 8.0]).reshape(1, 1, 2, 1)
-  np.testing.assert_allclose(np.asarray(inception.resize_bilinear(x, (1, 4))).ravel(),
-                             [0.0, 2.0, 6.0, 8.0])
+  np.testing.assert_allclose(
+    np.asarray(inception.resize_bilinear(x, (1, 4))).ravel(), [0.0, 2.0, 6.0, 8.0]
+  )
 
 
 def test_pools_exclude_padding():
@@ -163,8 +170,10 @@ def test_basic_conv_batchnorm_inference():
   kernel[0, 0, 0, 0], kernel[0, 0, 1, 1] = 1.0, -2.0
   mean, var = np.array([0.3, -0.1], np.float32), np.array([0.002, 1.5], np.float32)
   scale, bias = np.array([1.3, 0.7], np.float32), np.array([0.1, -0.2], np.float32)
-  variables = {"params": {"conv": {"kernel": kernel}, "bn": {"scale": scale, "bias": bias}},
-               "batch_stats": {"bn": {"mean": mean, "var": var}}}
+  variables = {
+    "params": {"conv": {"kernel": kernel}, "bn": {"scale": scale, "bias": bias}},
+    "batch_stats": {"bn": {"mean": mean, "var": var}},
+  }
   out = inception.BasicConv(2).apply(variables, x)
   pre = np.asarray(x) @ kernel[0, 0]
   expect = np.maximum((pre - mean) / np.sqrt(var + 1e-3) * scale + bias, 0)  # eps = 0.001
@@ -216,8 +225,17 @@ def test_load_pth_matches_torch(name):
   assert isinstance(got, collections.OrderedDict)
   with np.load(FIXTURES / "pth_small_expected.npz") as f:
     expected = {k: f[k] for k in f.files}
-  assert list(got) == ["conv.weight", "bn.running_var", "bn.num_batches_tracked", "transposed",
-                       "offset_view", "strided_view", "long_matrix", "empty", "scalar"]
+  assert list(got) == [
+    "conv.weight",
+    "bn.running_var",
+    "bn.num_batches_tracked",
+    "transposed",
+    "offset_view",
+    "strided_view",
+    "long_matrix",
+    "empty",
+    "scalar",
+  ]
   assert set(got) == set(expected)
   for k, v in expected.items():
     assert got[k].dtype == v.dtype and got[k].shape == v.shape, k
@@ -263,7 +281,7 @@ def test_refuses_anything_but_tensors(tmp_path):
   assert not marker.exists()
   # The same in the legacy layout (a sequence of pickles).
   with open(tmp_path / "evil_legacy.pth", "wb") as f:
-    for obj in (0x1950a86a20f9469cfc6c, 1001, {"little_endian": True}):
+    for obj in (0x1950A86A20F9469CFC6C, 1001, {"little_endian": True}):
       pickle.dump(obj, f, protocol=2)
     f.write(payload)
   with pytest.raises(inception.UnsafePickleError):
@@ -324,8 +342,9 @@ def _torch_like_pickle(monkeypatch, tensors: dict) -> bytes:
 
 
 def test_hand_made_zip_pth_and_bad_storages(tmp_path, monkeypatch):
-  payload = _torch_like_pickle(monkeypatch, {"a": ("0", 6, 1, (2, 2), (1, 2)),
-                                             "b": ("0", 6, 0, (3,), (2,))})
+  payload = _torch_like_pickle(
+    monkeypatch, {"a": ("0", 6, 1, (2, 2), (1, 2)), "b": ("0", 6, 0, (3,), (2,))}
+  )
   monkeypatch.undo()
   raw = np.arange(6, dtype="<f4").tobytes()
   _zip_pth(tmp_path / "hand.pth", payload, {"0": raw})

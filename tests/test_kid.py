@@ -27,9 +27,10 @@ def mmd2_by_hand(x, y) -> tuple[float, float]:
   kxx = [kernel(x[i], x[j]) for i in range(m) for j in range(m) if i != j]
   kyy = [kernel(y[i], y[j]) for i in range(n) for j in range(n) if i != j]
   kxy = [kernel(x[i], y[j]) for i in range(m) for j in range(n)]
-  value = (math.fsum(kxx) / (m * (m - 1)) + math.fsum(kyy) / (n * (n - 1))
-           - 2.0 * math.fsum(kxy) / (m * n))
-  scale = (np.mean(np.abs(kxx)) + np.mean(np.abs(kyy)) + 2 * np.mean(np.abs(kxy)))
+  value = (
+    math.fsum(kxx) / (m * (m - 1)) + math.fsum(kyy) / (n * (n - 1)) - 2.0 * math.fsum(kxy) / (m * n)
+  )
+  scale = np.mean(np.abs(kxx)) + np.mean(np.abs(kyy)) + 2 * np.mean(np.abs(kxy))
   return value, scale
 
 
@@ -103,8 +104,10 @@ def test_kernel_matrix_and_per_subset_paths_agree(monkeypatch):
 def test_kid_grows_with_the_distance_between_the_sets():
   rng = np.random.default_rng(6)
   x, y = rng.normal(size=(300, 10)), rng.normal(size=(300, 10))
-  values = [fid.kid_from_features(x, y + shift, num_subsets=20, subset_size=200).kid
-            for shift in (0.0, 0.3, 1.0)]
+  values = [
+    fid.kid_from_features(x, y + shift, num_subsets=20, subset_size=200).kid
+    for shift in (0.0, 0.3, 1.0)
+  ]
   assert values[0] < values[1] < values[2] and values[1] > 0
 
 
@@ -156,15 +159,15 @@ def test_cli_prints_fid_and_kid_from_the_same_features(folders, capsys, tmp_path
   assert rc == 0, err
   with np.load(tmp_path / "b_ref.npz") as f:
     np.testing.assert_allclose(f["features"], fb, rtol=1e-6)
-  rc, out, err = _run(capsys, folders / "a", tmp_path / "b_ref.npz", w, "--kid",
-                      "--kid-subsets", 5)
+  rc, out, err = _run(capsys, folders / "a", tmp_path / "b_ref.npz", w, "--kid", "--kid-subsets", 5)
   assert rc == 0 and out.splitlines()[1] == lines[1]
 
 
 def test_cli_kid_errors_are_one_line(folders, capsys, tmp_path):
   np.savez(tmp_path / "stats.npz", mu=np.zeros(3), sigma=np.eye(3))
-  rc, out, err = _run(capsys, folders / "a", tmp_path / "stats.npz", "--kid",
-                      f"--weights={folders / 'weights.npz'}")
+  rc, out, err = _run(
+    capsys, folders / "a", tmp_path / "stats.npz", "--kid", f"--weights={folders / 'weights.npz'}"
+  )
   assert rc == 1 and err.count("\n") == 1 and err.startswith("error: ")
   assert "stats.npz" in err and "--save-stats --kid" in err
   rc, out, err = _run(capsys, folders / "a", folders / "b", "--kid", "--kid-subset-size", 1)

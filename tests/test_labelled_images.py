@@ -16,16 +16,19 @@ from PIL import Image
 import pytest
 
 from attrdis import checkpoints
+from attrdis import cli
 from attrdis import configuration
 from attrdis import errors
-from attrdis import eval_classifier as ec
 from attrdis import evaluate as ev
 from attrdis import fid
 from attrdis import image_io
 from attrdis import input_pipeline
 from attrdis import sample
 from attrdis import tuple_flags
-from attrdis import vendor_data
+from attrdis.evaluation import context
+from attrdis.evaluation import networks
+from attrdis.evaluation import synthesis
+from attrdis_datasets import vendor
 from attrdis_datasets.labelled_images import example
 from attrdis_datasets.labelled_images import labelled_images_dataset_builder as lb
 import vendor_fixtures as vf
@@ -50,8 +53,8 @@ def paint(path, top, bottom, size=(24, 32)):
   a[:] = MAGENTA
   side = min(width, height)
   left, up = (width - side) // 2, (height - side) // 2
-  a[up:up + side // 2, left:left + side] = top
-  a[up + side // 2:up + side, left:left + side] = bottom
+  a[up : up + side // 2, left : left + side] = top
+  a[up + side // 2 : up + side, left : left + side] = bottom
   path.parent.mkdir(parents=True, exist_ok=True)
   Image.fromarray(a).save(path)
 
@@ -167,8 +170,9 @@ def test_flips_with_a_swap_table(tmp_path):
       Image.fromarray(a).save(root / "p" / f"{i}_{g}.png")
       lines.append(f"p/{i}_{g}.png,{i},{g}")
   write_csv(root, lines)
-  builder = build(root, tmp_path / "data", image_size=16, test_size=1, flip=True,
-                  flip_swap=("gaze:left=right",))
+  builder = build(
+    root, tmp_path / "data", image_size=16, test_size=1, flip=True, flip_swap=("gaze:left=right",)
+  )
   train, test = records(builder, "train"), records(builder, "test")
   assert not any(r["flipped"] for r in test) and len(test) == 3
   originals = {r["file_name"]: r for r in train if not r["flipped"]}
@@ -198,8 +202,9 @@ def test_crop_none_and_fixed_box(tmp_path, crop):
   builder = build(root, tmp_path / "data", crop=crop, test_size=1)
   box = (0, 0, 24, 32) if crop == "none" else (4, 2, 20, 30)
   for r in records(builder, "train") + records(builder, "test"):
-    want = Image.fromarray(originals[r["file_name"]]).crop(box).resize(
-        (8, 8), Image.Resampling.LANCZOS)
+    want = (
+      Image.fromarray(originals[r["file_name"]]).crop(box).resize((8, 8), Image.Resampling.LANCZOS)
+    )
     np.testing.assert_array_equal(r["image"], np.asarray(want))
 
 
@@ -238,7 +243,8 @@ def test_missing_image_is_an_error_or_skipped_and_listed(tmp_path):
   assert "does not exist" in text
   builder = build(manual, tmp_path / "data2", skip_bad_images=True)
   assert builder.info.metadata["skipped_images"] == [
-      {"file_name": rows[4][0], "line": 6, "error": "no such file"}]
+    {"file_name": rows[4][0], "line": 6, "error": "no such file"}
+  ]
   kept = records(builder, "train") + records(builder, "test")
   assert len(kept) == len(rows) - 1 and rows[4][0] not in {r["file_name"] for r in kept}
 
@@ -248,7 +254,7 @@ def test_unreadable_image_is_an_error_or_skipped_and_listed(tmp_path):
   (manual / rows[2][0]).write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
   text = build_error(tmp_path, manual, lb.BadImageError)
   assert f"{manual / 'labels.csv'} line 4" in text and str(manual / rows[2][0]) in text
-  assert issubclass(lb.BadImageError, vendor_data.BadImageError)  # the vendor builders' kind
+  assert issubclass(lb.BadImageError, vendor.BadImageError)  # the vendor builders' kind
   builder = build(manual, tmp_path / "data2", skip_bad_images=True)
   skipped = builder.info.metadata["skipped_images"]
   assert [(s["file_name"], s["line"]) for s in skipped] == [(rows[2][0], 4)]
@@ -300,8 +306,10 @@ def test_test_split_class_never_seen_in_training(tmp_path):
   lines.append("photos/cat_angry.png,cat,angry,test")
   write_csv(manual, lines)
   text = build_error(tmp_path, manual)
-  assert f"{manual / 'labels.csv'} line {len(lines)}: expression 'angry' occurs only in the " \
-         "test split" in text
+  assert (
+    f"{manual / 'labels.csv'} line {len(lines)}: expression 'angry' occurs only in the "
+    "test split" in text
+  )
   # Identities are held out on purpose: cat is only in the test split and that is fine.
   write_csv(manual, lines[:-1])
   builder = build(manual, tmp_path / "data_ok")
@@ -314,8 +322,10 @@ def test_duplicate_rows(tmp_path):
   lines.append(f"./{rows[1][0]},{rows[1][1]},sad")  # the same file, written differently
   write_csv(manual, lines)
   text = build_error(tmp_path, manual)
-  assert f"{manual / 'labels.csv'} line {len(lines)}: the file {rows[1][0]} is listed again " \
-         "(first on line 3)" in text
+  assert (
+    f"{manual / 'labels.csv'} line {len(lines)}: the file {rows[1][0]} is listed again "
+    "(first on line 3)" in text
+  )
 
 
 def test_non_utf8_text(tmp_path):
@@ -328,7 +338,8 @@ def test_non_utf8_text(tmp_path):
   # A UTF-8 file (with the BOM spreadsheet programs write) is read, accents and all.
   paint(manual / "photos/x.png", colour("zoë"), colour("happy"))
   (manual / "labels.csv").write_bytes(
-      b"\xef\xbb\xbf" + ("\n".join(lines + ["photos/x.png,zoë,happy"]) + "\n").encode())
+    b"\xef\xbb\xbf" + ("\n".join(lines + ["photos/x.png,zoë,happy"]) + "\n").encode()
+  )
   builder = build(manual, tmp_path / "data_ok")
   assert "zoë" in builder.info.features["identity"].names
 
@@ -337,12 +348,14 @@ def test_other_table_errors_name_the_line(tmp_path):
   manual, rows = make_folder(tmp_path / "in")
   base = ["file,identity,expression"] + [",".join(r) for r in rows]
   cases = [
-      (base[:3] + [f"{rows[2][0]},ann"] + base[4:], "line 4 has 2 cells; the header has 3"),
-      (base[:2] + ["../outside.png,ann,sad"] + base[3:], "line 3: the file '../outside.png' is "
-       "outside the folder"),
-      (["file,identity,identity"] + base[1:], "line 1: the column 'identity' appears twice"),
-      (["file,image,expression"] + base[1:], "line 1: the column name 'image' is reserved"),
-      (base[:2] + [f"{rows[1][0]},ann,happy,"] + base[3:], "line 3 has 4 cells"),
+    (base[:3] + [f"{rows[2][0]},ann"] + base[4:], "line 4 has 2 cells; the header has 3"),
+    (
+      base[:2] + ["../outside.png,ann,sad"] + base[3:],
+      "line 3: the file '../outside.png' is outside the folder",
+    ),
+    (["file,identity,identity"] + base[1:], "line 1: the column 'identity' appears twice"),
+    (["file,image,expression"] + base[1:], "line 1: the column name 'image' is reserved"),
+    (base[:2] + [f"{rows[1][0]},ann,happy,"] + base[3:], "line 3 has 4 cells"),
   ]
   for lines, want in cases:
     write_csv(manual, lines)
@@ -355,11 +368,21 @@ def test_bad_input_through_run_train_is_one_error_line(tmp_path):
   lines = ["file,identity,expression"] + [",".join(r) for r in rows] + [",".join(rows[0])]
   write_csv(manual, lines)
   proc = subprocess.run(
-      [sys.executable, str(ROOT / "run_train.py"), f"--config={ROOT / 'configs' / 'folder.py'}",
-       f"--workdir={tmp_path / 'w'}", f"--config.dataset.manual_dir={manual}",
-       f"--config.dataset.data_dir={tmp_path / 'tfds'}",
-       "--config.dataset.attributes=expression,identity", "--config.image_size=16"],
-      capture_output=True, text=True, timeout=600, cwd=ROOT)
+    [
+      sys.executable,
+      str(ROOT / "run_train.py"),
+      f"--config={ROOT / 'configs' / 'folder.py'}",
+      f"--workdir={tmp_path / 'w'}",
+      f"--config.dataset.manual_dir={manual}",
+      f"--config.dataset.data_dir={tmp_path / 'tfds'}",
+      "--config.dataset.attributes=expression,identity",
+      "--config.image_size=16",
+    ],
+    capture_output=True,
+    text=True,
+    timeout=600,
+    cwd=ROOT,
+  )
   assert proc.returncode == errors.EXIT_ERROR, proc.stderr[-2000:]
   assert "Traceback" not in proc.stderr
   last = proc.stderr.strip().splitlines()[-1]
@@ -373,6 +396,7 @@ def test_bad_input_through_run_train_is_one_error_line(tmp_path):
 
 def folder_config(manual, data_dir, attributes=("identity", "expression"), **folder):
   from tiny import tiny_config  # pylint: disable=g-import-not-at-top
+
   config = tiny_config(attributes=attributes)
   defaults = load_config_file([])
   config.dataset = defaults.dataset
@@ -389,8 +413,9 @@ def folder_config(manual, data_dir, attributes=("identity", "expression"), **fol
 def load_config_file(overrides):
   argv = ["prog", f"--config={ROOT / 'configs' / 'folder.py'}"] + list(overrides)
   fv = flags.FlagValues()
-  config_flags.DEFINE_config_file("config", None, "", flag_values=fv, lock_config=True,
-                                  sys_argv=argv)
+  config_flags.DEFINE_config_file(
+    "config", None, "", flag_values=fv, lock_config=True, sys_argv=argv
+  )
   fv(argv)
   config = fv.config
   config.unlock()
@@ -398,13 +423,17 @@ def load_config_file(overrides):
 
 
 def test_documented_overrides_parse_as_written():
-  c = load_config_file(["--config.dataset.manual_dir=/data/mine",
-                        "--config.dataset.attributes=expression,identity",
-                        "--config.image_size=64",
-                        "--config.dataset.folder.flip=True",
-                        "--config.dataset.folder.flip_swap=gaze:left=right,pose:045=135",
-                        "--config.dataset.folder.crop=10,20,110,120",
-                        "--config.model.encoder_widths=16,32,128"])
+  c = load_config_file(
+    [
+      "--config.dataset.manual_dir=/data/mine",
+      "--config.dataset.attributes=expression,identity",
+      "--config.image_size=64",
+      "--config.dataset.folder.flip=True",
+      "--config.dataset.folder.flip_swap=gaze:left=right,pose:045=135",
+      "--config.dataset.folder.crop=10,20,110,120",
+      "--config.model.encoder_widths=16,32,128",
+    ]
+  )
   assert c.dataset.attributes == ("expression", "identity")
   assert c.image_size == 64 and c.dataset.folder.image_size == 64  # stored at the model's size
   assert c.dataset.folder.flip_swap == ("gaze:left=right", "pose:045=135")
@@ -441,9 +470,11 @@ def test_prepared_dataset_names():
   assert lb.config_from_dataset(c.dataset)[0].name == second.name
   c.dataset.builder_config = "mine"
   assert lb.config_from_dataset(c.dataset)[0].name == "mine"
-  for field, value, want in [("crop", "center,1", "config.dataset.folder.crop='center,1'"),
-                             ("test_size", 1.5, "config.dataset.folder.test_size=1.5"),
-                             ("flip_swap", ("gaze:left",), "flip_swap entry 'gaze:left'")]:
+  for field, value, want in [
+    ("crop", "center,1", "config.dataset.folder.crop='center,1'"),
+    ("test_size", 1.5, "config.dataset.folder.test_size=1.5"),
+    ("flip_swap", ("gaze:left",), "flip_swap entry 'gaze:left'"),
+  ]:
     c = load_config_file([])
     c.dataset.folder[field] = value
     with pytest.raises(configuration.ConfigError, match=want.replace("(", r"\(")):
@@ -484,7 +515,15 @@ def test_prepared_data_follows_its_folder(tmp_path, caplog):
 
 
 def test_example_command_writes_the_folder(tmp_path, capsys):
-  assert example.main([str(tmp_path / "faces"), "--identities=2", "--size=16"]) == 0
+  assert (
+    cli.call(
+      example.main,
+      example.FLAGS,
+      [str(tmp_path / "faces"), "--identities=2", "--size=16"],
+      positional=True,
+    )
+    == 0
+  )
   assert "Wrote 30 images" in capsys.readouterr().out
   with open(tmp_path / "faces" / "labels.csv", encoding="utf-8") as f:
     rows = [line.strip().split(",") for line in f]
@@ -495,12 +534,21 @@ def test_example_command_writes_the_folder(tmp_path, capsys):
   assert {r[2] for r in rows[1:]} == set(example.EXPRESSIONS) and "neutral" in example.EXPRESSIONS
 
 
-TINY = ["--config.image_size=16", "--config.batch_size=8", "--config.num_train_steps=4",
-        "--config.log_every_steps=2", "--config.checkpoint_every_steps=2",
-        "--config.sample_every_steps=2", "--config.num_sample_images=4",
-        "--config.dataset.num_workers=0", "--config.model.encoder_widths=4,8,8",
-        "--config.model.num_res_blocks=1", "--config.model.decoder_up_widths=8,4",
-        "--config.model.critic_base_width=4", "--config.model.classifier_widths=4,8"]
+TINY = [
+  "--config.image_size=16",
+  "--config.batch_size=8",
+  "--config.num_train_steps=4",
+  "--config.log_every_steps=2",
+  "--config.checkpoint_every_steps=2",
+  "--config.sample_every_steps=2",
+  "--config.num_sample_images=4",
+  "--config.dataset.num_workers=0",
+  "--config.model.encoder_widths=4,8,8",
+  "--config.model.num_res_blocks=1",
+  "--config.model.decoder_up_widths=8,4",
+  "--config.model.critic_base_width=4",
+  "--config.model.classifier_widths=4,8",
+]
 
 
 @pytest.fixture(scope="module")
@@ -511,12 +559,24 @@ def example_run(tmp_path_factory):
   faces = example.make_example(tmp / "faces", num_identities=5, size=32)
   workdir, data_dir = tmp / "w", tmp / "tfds"
   proc = subprocess.run(
-      [sys.executable, str(ROOT / "run_train.py"), f"--config={ROOT / 'configs' / 'folder.py'}",
-       f"--workdir={workdir}", f"--config.dataset.manual_dir={faces}",
-       "--config.dataset.attributes=expression,identity", f"--config.dataset.data_dir={data_dir}",
-       "--config.dataset.folder.test_size=2", "--config.dataset.folder.flip=True",
-       "--config.dataset.folder.flip_swap=gaze:left=right"] + TINY,
-      capture_output=True, text=True, timeout=900, cwd=ROOT)
+    [
+      sys.executable,
+      str(ROOT / "run_train.py"),
+      f"--config={ROOT / 'configs' / 'folder.py'}",
+      f"--workdir={workdir}",
+      f"--config.dataset.manual_dir={faces}",
+      "--config.dataset.attributes=expression,identity",
+      f"--config.dataset.data_dir={data_dir}",
+      "--config.dataset.folder.test_size=2",
+      "--config.dataset.folder.flip=True",
+      "--config.dataset.folder.flip_swap=gaze:left=right",
+    ]
+    + TINY,
+    capture_output=True,
+    text=True,
+    timeout=900,
+    cwd=ROOT,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   return dict(faces=faces, workdir=str(workdir), stdout=proc.stdout)
 
@@ -538,9 +598,19 @@ def test_example_folder_trains(example_run):
 def test_example_folder_samples(example_run, tmp_path, capsys):
   w = example_run["workdir"]
   out = tmp_path / "transfer.png"
-  rc = sample.main([f"--workdir={w}", "--mode=transfer", "--source=split:test[:2]",
-                    "--target=split:test[2:5]", "--attributes=expression", f"--out={out}",
-                    "--batch_size=8"])
+  rc = cli.call(
+    sample.main,
+    sample.FLAGS,
+    [
+      f"--workdir={w}",
+      "--mode=transfer",
+      "--source=split:test[:2]",
+      "--target=split:test[2:5]",
+      "--attributes=expression",
+      f"--out={out}",
+      "--batch_size=8",
+    ],
+  )
   assert rc == 0, capsys.readouterr().err
   assert Image.open(out).size == (4 * 16 + 5 * 2, 3 * 16 + 4 * 2)
   # Your own photo goes through the dataset's crop: a picture of the folder as --source is the
@@ -551,11 +621,20 @@ def test_example_folder_samples(example_run, tmp_path, capsys):
   record = source[0]
   photo = example_run["faces"] / record["file_name"].decode()
   mine = image_io.load_source([str(photo)], trained.config)
-  np.testing.assert_array_equal(
-      mine.images[0], input_pipeline.to_model_image(record["image"], 16))
+  np.testing.assert_array_equal(mine.images[0], input_pipeline.to_model_image(record["image"], 16))
   out = tmp_path / "label.png"
-  rc = sample.main([f"--workdir={w}", "--mode=label", f"--source={photo}",
-                    "--attributes=expression", f"--out={out}", "--batch_size=8"])
+  rc = cli.call(
+    sample.main,
+    sample.FLAGS,
+    [
+      f"--workdir={w}",
+      "--mode=label",
+      f"--source={photo}",
+      "--attributes=expression",
+      f"--out={out}",
+      "--batch_size=8",
+    ],
+  )
   assert rc == 0, capsys.readouterr().err
   meta = json.loads(out.with_suffix(".json").read_text())
   assert len(meta["cells"]) == 1 + 5  # the photo, then each expression
@@ -564,13 +643,28 @@ def test_example_folder_samples(example_run, tmp_path, capsys):
 def test_example_folder_evaluates(example_run, tmp_path):
   w = example_run["workdir"]
   out = tmp_path / "eval.json"
-  rc = ev.main([f"--workdir={w}", "--classifier_steps=3", "--num_pairs=8", "--hopkins_draws=2",
-                "--batch_size=8", f"--out={out}"])
+  rc = cli.call(
+    ev.main,
+    ev.FLAGS,
+    [
+      f"--workdir={w}",
+      "--classifier_steps=3",
+      "--num_pairs=8",
+      "--hopkins_draws=2",
+      "--batch_size=8",
+      f"--out={out}",
+    ],
+  )
   assert rc == 0
   result = json.loads(out.read_text())
   m = result["metrics"]
-  for key in ("recon/psnr", "entropy/C_expression/z_identity", "synthesis/acc_mean",
-              "eval_classifier/expression/acc", "hopkins/expression/mean"):
+  for key in (
+    "recon/psnr",
+    "entropy/C_expression/z_identity",
+    "synthesis/acc_mean",
+    "eval_classifier/expression/acc",
+    "hopkins/expression/mean",
+  ):
     assert key in m and np.isfinite(m[key]), key
   assert not any(k.startswith("gt/") for k in m)  # no ground truth for a folder
 
@@ -585,16 +679,18 @@ def test_example_folder_kid_beside_fid(example_run):
     seen.append(np.asarray(images))
     return np.asarray(images, np.float64).reshape(len(images), -1)[:, :9]
 
-  opts = ev.Options(classifier_steps=3, batch_size=8, write_images=False,
-                    fid_weights="stand-in", seed=4)
-  evaluator = ev.Evaluator(trained, example_run["workdir"], opts, progress=lambda s: None)
-  evaluator._inception = features  # pylint: disable=protected-access
-  evaluator.synthesis()
-  m = evaluator.metrics
+  opts = context.Options(
+    classifier_steps=3, batch_size=8, write_images=False, fid_weights="stand-in", seed=4
+  )
+  ctx = context.Context(
+    trained, example_run["workdir"], opts, progress=lambda s: None, inception=features
+  )
+  m = synthesis.synthesis(ctx)
   translated, real = np.concatenate(seen[:-1]), seen[-1]
-  np.testing.assert_allclose(real, ec.to_float(evaluator.test.images))
+  np.testing.assert_allclose(real, networks.to_float(ctx.test.images))
   want = fid.kid_from_features(features(translated), features(real), seed=4)
   assert m["synthesis/kid"] == pytest.approx(want.kid, rel=1e-12)
   assert m["synthesis/kid_std"] == pytest.approx(want.std, rel=1e-12)
   assert m["synthesis/fid"] == pytest.approx(
-      fid.fid_from_features(features(translated), features(real)), rel=1e-9)
+    fid.fid_from_features(features(translated), features(real)), rel=1e-9
+  )

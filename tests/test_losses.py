@@ -36,7 +36,8 @@ def test_uniform_cross_entropy_by_hand():
   assert float(losses.uniform_cross_entropy(logits)) == pytest.approx(want, rel=1e-6)
   # A uniform posterior attains the minimum, log(k).
   assert float(losses.uniform_cross_entropy(np.zeros((2, 5), np.float32))) == pytest.approx(
-      math.log(5), rel=1e-6)
+    math.log(5), rel=1e-6
+  )
 
 
 def test_classification_loss_is_mean_over_attributes():
@@ -51,8 +52,7 @@ def test_disentanglement_loss_by_hand_m2():
   rng = np.random.default_rng(0)
   sizes = (3, 4)  # |m| for the two attributes
   # latent[k][m]: classifier m on code k (k = 0, 1 attribute codes, k = 2 is z_0)
-  latent = [[rng.normal(size=(2, sizes[m])).astype(np.float32) for m in range(2)]
-            for _ in range(3)]
+  latent = [[rng.normal(size=(2, sizes[m])).astype(np.float32) for m in range(2)] for _ in range(3)]
 
   def ce_u(l):  # CE(uniform, softmax), mean over the batch, by hand
     return float(np.mean([-np.mean(log_softmax(row)) for row in l]))

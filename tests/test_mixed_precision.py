@@ -40,8 +40,8 @@ def dtypes_of(eqn):
 def setup():
   rng = np.random.default_rng(0)
   batch = {
-      "image": rng.uniform(-1, 1, (8, 16, 16, 3)).astype(np.float32),
-      "label": np.stack([rng.integers(0, n, 8) for n in NUM_CLASSES], 1).astype(np.int32),
+    "image": rng.uniform(-1, 1, (8, 16, 16, 3)).astype(np.float32),
+    "label": np.stack([rng.integers(0, n, 8) for n in NUM_CLASSES], 1).astype(np.int32),
   }
   built = {}
   for dtype in ("float32", "bfloat16"):
@@ -70,10 +70,10 @@ def test_bf16_forward_dtypes(setup):
   p = state.params
   x = jnp.asarray(batch["image"])
   calls = {
-      "encode": lambda: models.gen.apply({"params": p["gen"]}, x, method="encode"),
-      "generator": lambda: models.gen.apply({"params": p["gen"]}, x),
-      "critic": lambda: models.critic.apply({"params": p["critic"]}, x),
-      "classifiers": lambda: models.cls.apply({"params": p["cls"]}, x),
+    "encode": lambda: models.gen.apply({"params": p["gen"]}, x, method="encode"),
+    "generator": lambda: models.gen.apply({"params": p["gen"]}, x),
+    "critic": lambda: models.critic.apply({"params": p["critic"]}, x),
+    "classifiers": lambda: models.cls.apply({"params": p["cls"]}, x),
   }
   for name, f in calls.items():
     jaxpr = jax.make_jaxpr(f)().jaxpr
@@ -82,8 +82,11 @@ def test_bf16_forward_dtypes(setup):
     assert matmuls, name
     for e in matmuls:
       assert set(dtypes_of(e)) == {BF16}, (name, e.primitive.name, dtypes_of(e))
-    reductions = [e for e in eqns if e.primitive.name.startswith("reduce_")
-                  or e.primitive.name in ("argmax", "argmin")]
+    reductions = [
+      e
+      for e in eqns
+      if e.primitive.name.startswith("reduce_") or e.primitive.name in ("argmax", "argmin")
+    ]
     for e in reductions:
       assert set(dtypes_of(e)) <= {F32}, (name, e.primitive.name, dtypes_of(e))
     for out in jax.tree.leaves(f()):
@@ -99,12 +102,14 @@ def test_bf16_gradient_penalty_norm_and_losses_in_float32(setup):
   x = jnp.asarray(batch["image"])
   labels = [jnp.asarray(batch["label"][:, m]) for m in range(2)]
   perms, alpha = step_lib.draw_randomness(jax.random.key(0), 8, 2)
-  total, metrics = step_lib.compute_losses(models, state.params, x, labels, perms, alpha,
-                                           config.loss_weights)
+  total, metrics = step_lib.compute_losses(
+    models, state.params, x, labels, perms, alpha, config.loss_weights
+  )
   assert jnp.dtype(total.dtype) == F32
   assert all(jnp.dtype(v.dtype) == F32 for v in metrics.values())
   grads = jax.grad(step_lib.compute_losses, argnums=1, has_aux=True)(
-      models, state.params, x, labels, perms, alpha, config.loss_weights)[0]
+    models, state.params, x, labels, perms, alpha, config.loss_weights
+  )[0]
   assert {jnp.dtype(l.dtype) for l in jax.tree.leaves(grads)} == {F32}
 
 
@@ -116,9 +121,11 @@ def test_bf16_step_stays_close_to_float32_step(setup):
   perms, alpha = step_lib.draw_randomness(jax.random.key(5), 8, 2)
   results = {}
   for dtype, (config, models) in built.items():
-    grad_fn = jax.jit(lambda p, models=models, config=config: jax.grad(
-        step_lib.compute_losses, argnums=1, has_aux=True)(
-            models, p, x, labels, perms, alpha, config.loss_weights))
+    grad_fn = jax.jit(
+      lambda p, models=models, config=config: jax.grad(
+        step_lib.compute_losses, argnums=1, has_aux=True
+      )(models, p, x, labels, perms, alpha, config.loss_weights)
+    )
     results[dtype] = grad_fn(state.params)
   (g32, m32), (g16, m16) = results["float32"], results["bfloat16"]
   for k in ("loss_g", "loss_d", "loss_c", "rec", "cls_x", "dis", "cls_trn", "wasserstein"):
@@ -142,5 +149,6 @@ def test_bf16_step_stays_close_to_float32_step(setup):
     if dtype == "bfloat16":
       assert {jnp.dtype(l.dtype) for l in jax.tree.leaves(new_state.params)} == {F32}
   for k in ("loss_g", "loss_d", "loss_c", "rec"):
-    assert float(metrics["bfloat16"][k]) == pytest.approx(float(metrics["float32"][k]),
-                                                          rel=0.05, abs=0.02), k
+    assert float(metrics["bfloat16"][k]) == pytest.approx(
+      float(metrics["float32"][k]), rel=0.05, abs=0.02
+    ), k

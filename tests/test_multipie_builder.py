@@ -9,15 +9,23 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from attrdis import vendor_data
+from attrdis_datasets import vendor
 from attrdis_datasets.multipie import multipie_dataset_builder as mp
 import vendor_fixtures as vf
 
 # The vendor's protocol (docs/design.md §3.2), written out again here on purpose.
 EXPECTED_EXPRESSION = {
-    (1, 1): "neutral", (2, 1): "neutral", (3, 1): "neutral", (4, 1): "neutral",
-    (4, 2): "neutral", (1, 2): "smile", (3, 2): "smile", (2, 2): "surprise", (2, 3): "squint",
-    (3, 3): "disgust", (4, 3): "scream",
+  (1, 1): "neutral",
+  (2, 1): "neutral",
+  (3, 1): "neutral",
+  (4, 1): "neutral",
+  (4, 2): "neutral",
+  (1, 2): "smile",
+  (3, 2): "smile",
+  (2, 2): "surprise",
+  (2, 3): "squint",
+  (3, 3): "disgust",
+  (4, 3): "scream",
 }
 NAME_RE = re.compile(r"session0(\d)/multiview/(\d{3})/(\d{2})/05_1/\2_0\1_\3_051_(\d{2})\.png")
 
@@ -39,7 +47,11 @@ def paper(tmp_path_factory):
 def test_config_names_and_features(paper, tmp_path):
   builder, _ = paper
   assert [c.name for c in mp.Builder.BUILDER_CONFIGS] == [
-      "paper", "paper_64", "all_expressions", "all_expressions_64"]
+    "paper",
+    "paper_64",
+    "all_expressions",
+    "all_expressions_64",
+  ]
   assert mp.Builder.BUILDER_CONFIGS[0].image_size == 128
   assert mp.Builder(data_dir=str(tmp_path)).builder_config.name == "paper"  # the default
   f = builder.info.features
@@ -83,7 +95,6 @@ def test_labels_follow_the_file_names_and_expression_table(paper):
 
 def test_crop_keeps_the_top_centre_square(paper):
   builder, _ = paper
-  f = builder.info.features
   for r in vf.read_split(builder, "train")[::5] + vf.read_split(builder, "test")[::17]:
     subject, session, recording, illumination = parse(r["file_name"])
     errors = vf.painting_errors(r["image"], subject, EXPECTED_EXPRESSION[(session, recording)])
@@ -117,8 +128,9 @@ def test_all_expressions_config(tmp_path):
 
 
 def test_custom_config_object(tmp_path):
-  manual = vf.make_multipie_fixture(tmp_path / "manual", subjects=11, sessions=(1,),
-                                    illuminations=(0,))
+  manual = vf.make_multipie_fixture(
+    tmp_path / "manual", subjects=11, sessions=(1,), illuminations=(0,)
+  )
   config = mp.MultiPieConfig(name="neutral_24", image_size=24, expressions=("neutral",))
   builder = vf.build(mp.Builder, manual, tmp_path / "data", config)
   assert builder.info.features["image"].shape == (24, 24, 3)
@@ -129,7 +141,7 @@ def test_missing_or_empty_manual_dir_prints_the_instructions(tmp_path):
   for manual in (tmp_path / "absent", tmp_path / "empty"):
     if manual.name == "empty":
       manual.mkdir()
-    with pytest.raises(vendor_data.MissingManualDataError) as e:
+    with pytest.raises(vendor.MissingManualDataError) as e:
       vf.build(mp.Builder, manual, tmp_path / "data", "paper_64")
     message = str(e.value)
     assert "session0S/multiview/SSS/RR/05_1/SSS_0S_RR_051_II.png" in message
@@ -139,7 +151,7 @@ def test_missing_or_empty_manual_dir_prints_the_instructions(tmp_path):
 def test_a_folder_without_vendor_files_is_refused(tmp_path):
   (tmp_path / "manual" / "photos").mkdir(parents=True)
   (tmp_path / "manual" / "photos" / "face_001.png").write_bytes(b"x")
-  with pytest.raises(vendor_data.MissingManualDataError, match="face_001.png") as e:
+  with pytest.raises(vendor.MissingManualDataError, match="face_001.png") as e:
     vf.build(mp.Builder, tmp_path / "manual", tmp_path / "data", "paper_64")
   assert "session01/multiview/001/01/05_1/001_01_01_051_00.png" in str(e.value)
 
@@ -176,11 +188,14 @@ def test_incomplete_subjects_are_named_with_what_is_missing(tmp_path, caplog):
   text = "\n".join(r.getMessage() for r in caplog.records if "incomplete" in r.getMessage())
   assert "2 subject(s)" in text
   assert "012 (missing session 3)" in text
-  assert "011 (missing session 1 recording 01 illuminations 07; " \
-         "session 4 recording 03 illuminations 00)" in text
+  assert (
+    "011 (missing session 1 recording 01 illuminations 07; "
+    "session 4 recording 03 illuminations 00)" in text
+  )
   assert builder.info.metadata["incomplete_subjects"] == {
-      "011": ["session 1 recording 01 illuminations 07", "session 4 recording 03 illuminations 00"],
-      "012": ["session 3"]}
+    "011": ["session 1 recording 01 illuminations 07", "session 4 recording 03 illuminations 00"],
+    "012": ["session 3"],
+  }
 
 
 def _truncate(path: pathlib.Path):
@@ -192,7 +207,7 @@ def test_a_truncated_image_stops_the_build_with_its_path(tmp_path):
   manual = vf.make_multipie_fixture(tmp_path / "manual", subjects=11, illuminations=(0,))
   bad = manual / vf.multipie_file_name(11, 2, 2, 0)
   _truncate(bad)
-  with pytest.raises(vendor_data.BadImageError) as e:
+  with pytest.raises(vendor.BadImageError) as e:
     vf.build(mp.Builder, manual, tmp_path / "data", "paper_64")
   assert str(bad) in str(e.value) and "skip_bad_images=True" in str(e.value)
 
@@ -214,7 +229,8 @@ def test_skip_bad_images_skips_and_lists_them(tmp_path):
 
 
 def test_too_few_subjects_for_a_training_split(tmp_path):
-  manual = vf.make_multipie_fixture(tmp_path / "manual", subjects=10, sessions=(1,),
-                                    illuminations=(0,))
-  with pytest.raises(vendor_data.NotEnoughSubjectsError, match="10 subject"):
+  manual = vf.make_multipie_fixture(
+    tmp_path / "manual", subjects=10, sessions=(1,), illuminations=(0,)
+  )
+  with pytest.raises(vendor.NotEnoughSubjectsError, match="10 subject"):
     vf.build(mp.Builder, manual, tmp_path / "data", "paper_64")

@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from attrdis import vendor_data
+from attrdis_datasets import vendor
 from attrdis_datasets.rafd import rafd_dataset_builder as rf
 import vendor_fixtures as vf
 
@@ -19,8 +19,9 @@ JPEG_TOLERANCE = 24
 
 def parse(file_name):
   pose, subject, ethnicity, gender, expression, gaze = NAME_RE.fullmatch(file_name).groups()
-  return dict(pose=pose, subject=subject, ethnicity=ethnicity, gender=gender,
-              expression=expression, gaze=gaze)
+  return dict(
+    pose=pose, subject=subject, ethnicity=ethnicity, gender=gender, expression=expression, gaze=gaze
+  )
 
 
 @pytest.fixture(scope="module")
@@ -34,16 +35,40 @@ def frontal(tmp_path_factory):
 def test_config_names_and_features(frontal, tmp_path):
   builder, _ = frontal
   assert [c.name for c in rf.Builder.BUILDER_CONFIGS] == [
-      "frontal", "frontal_64", "all_poses", "all_poses_64"]
+    "frontal",
+    "frontal_64",
+    "all_poses",
+    "all_poses_64",
+  ]
   assert rf.Builder(data_dir=str(tmp_path)).builder_config.name == "frontal"
   f = builder.info.features
   assert f["image"].shape == (64, 64, 3)
-  assert f["expression"].names == ["angry", "contemptuous", "disgusted", "fearful", "happy",
-                                   "neutral", "sad", "surprised"]
+  assert f["expression"].names == [
+    "angry",
+    "contemptuous",
+    "disgusted",
+    "fearful",
+    "happy",
+    "neutral",
+    "sad",
+    "surprised",
+  ]
   assert f["gaze"].names == ["frontal", "left", "right"]
   assert f["pose"].names == ["090"]
-  assert f["identity"].names == ["01", "02", "03", "04", "05", "06", "07", "08", "09", "10",
-                                 "11", "64"]
+  assert f["identity"].names == [
+    "01",
+    "02",
+    "03",
+    "04",
+    "05",
+    "06",
+    "07",
+    "08",
+    "09",
+    "10",
+    "11",
+    "64",
+  ]
 
 
 def test_split_sizes_and_test_subjects(frontal):
@@ -93,8 +118,12 @@ def test_training_mirrors_are_flipped_pixels_with_swapped_gaze(frontal):
       assert mirror[k] == original[k], (name, k)
     # The fixture's dark strip is on the left of the face; on the mirror, on the right.
     p_ = parse(name)
-    assert vf.painting_errors(mirror["image"], p_["subject"], p_["expression"],
-                              tolerance=JPEG_TOLERANCE, mirrored=True) == []
+    assert (
+      vf.painting_errors(
+        mirror["image"], p_["subject"], p_["expression"], tolerance=JPEG_TOLERANCE, mirrored=True
+      )
+      == []
+    )
   assert swapped_lr == 4 * 8 * 2  # every left and every right gaze image
 
 
@@ -102,8 +131,9 @@ def test_crop_is_the_centre_square_shifted_up(frontal):
   builder, _ = frontal
   for r in vf.read_split(builder, "test")[::7] + vf.read_split(builder, "train")[::9]:
     p = parse(r["file_name"])
-    errors = vf.painting_errors(r["image"], p["subject"], p["expression"],
-                                tolerance=JPEG_TOLERANCE, mirrored=r["flipped"])
+    errors = vf.painting_errors(
+      r["image"], p["subject"], p["expression"], tolerance=JPEG_TOLERANCE, mirrored=r["flipped"]
+    )
     assert errors == [], r["file_name"]
 
 
@@ -121,8 +151,13 @@ def test_preprocess_image_at_the_vendor_resolution():
 
 
 def test_all_poses_config_labels_pose_and_mirrors_it(tmp_path):
-  manual = vf.make_rafd_fixture(tmp_path / "manual", subjects=[1, 9], poses=vf.RAFD_POSES,
-                                expressions=("happy",), gazes=("left", "frontal"))
+  manual = vf.make_rafd_fixture(
+    tmp_path / "manual",
+    subjects=[1, 9],
+    poses=vf.RAFD_POSES,
+    expressions=("happy",),
+    gazes=("left", "frontal"),
+  )
   builder = vf.build(rf.Builder, manual, tmp_path / "data", "all_poses_64")
   f = builder.info.features
   assert f["pose"].names == ["000", "045", "090", "135", "180"]
@@ -137,8 +172,9 @@ def test_all_poses_config_labels_pose_and_mirrors_it(tmp_path):
   missing = builder.info.metadata["incomplete_subjects"]
   assert set(missing) == {"01", "09"}
   assert missing["09"] == [
-      f"pose {p}: angry, contemptuous, disgusted, fearful, happy/right, neutral, sad, surprised"
-      for p in vf.RAFD_POSES]
+    f"pose {p}: angry, contemptuous, disgusted, fearful, happy/right, neutral, sad, surprised"
+    for p in vf.RAFD_POSES
+  ]
   # The frontal config on the same folder keeps camera 090 only and says it left the rest out.
   frontal = vf.build(rf.Builder, manual, tmp_path / "data", "frontal_64")
   assert len(vf.read_split(frontal, "test")) == 2
@@ -154,7 +190,7 @@ def test_invalid_pose_config_is_refused(tmp_path):
 def test_missing_or_empty_manual_dir_prints_the_instructions(tmp_path):
   (tmp_path / "empty").mkdir()
   for manual in (tmp_path / "absent", tmp_path / "empty"):
-    with pytest.raises(vendor_data.MissingManualDataError) as e:
+    with pytest.raises(vendor.MissingManualDataError) as e:
       vf.build(rf.Builder, manual, tmp_path / "data", "frontal_64")
     assert "Rafd090_01_Caucasian_female_angry_frontal.jpg" in str(e.value)
     assert "rafd.socsci.ru.nl" in str(e.value)
@@ -187,7 +223,7 @@ def test_a_truncated_jpeg_stops_the_build_or_is_skipped(tmp_path):
   name = vf.rafd_file_name("090", 9, "fearful", "left")
   data = (manual / name).read_bytes()
   (manual / name).write_bytes(data[: len(data) // 2])
-  with pytest.raises(vendor_data.BadImageError) as e:
+  with pytest.raises(vendor.BadImageError) as e:
     vf.build(rf.Builder, manual, tmp_path / "data", "frontal_64")
   assert str(manual / name) in str(e.value)
   builder = vf.build(rf.Builder, manual, tmp_path / "data2", "frontal_64", skip_bad_images=True)
@@ -198,13 +234,16 @@ def test_a_truncated_jpeg_stops_the_build_or_is_skipped(tmp_path):
 
 def test_no_training_subjects_is_an_error(tmp_path):
   manual = vf.make_rafd_fixture(tmp_path / "manual", subjects=[1, 2], expressions=("sad",))
-  with pytest.raises(vendor_data.NotEnoughSubjectsError):
+  with pytest.raises(vendor.NotEnoughSubjectsError):
     vf.build(rf.Builder, manual, tmp_path / "data", "frontal_64")
 
 
 def test_a_folder_with_only_other_camera_angles_is_refused(tmp_path):
-  manual = vf.make_rafd_fixture(tmp_path / "manual", subjects=[9], poses=("045",),
-                                expressions=("sad",))
-  with pytest.raises(vendor_data.MissingManualDataError,
-                     match=r"left out by this config: 3 image\(s\) of other camera angles"):
+  manual = vf.make_rafd_fixture(
+    tmp_path / "manual", subjects=[9], poses=("045",), expressions=("sad",)
+  )
+  with pytest.raises(
+    vendor.MissingManualDataError,
+    match=r"left out by this config: 3 image\(s\) of other camera angles",
+  ):
     vf.build(rf.Builder, manual, tmp_path / "data", "frontal_64")

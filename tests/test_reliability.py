@@ -7,6 +7,7 @@ the train step; the others load it.
 """
 
 import errno
+import functools
 import glob
 import json
 import os
@@ -29,6 +30,7 @@ import grain.python as grain
 from PIL import Image
 
 from attrdis import checkpoints
+from attrdis import cli
 from attrdis import errors
 from attrdis import input_pipeline
 from attrdis import train_state as ts
@@ -58,11 +60,13 @@ class Runs:
   is a pipe; stderr (absl's log) goes to a file, so that no pipe fills up and blocks."""
 
   def __init__(self, cache_dir):
-    self.env = dict(os.environ,
-                    JAX_PLATFORMS="cpu",
-                    JAX_COMPILATION_CACHE_DIR=str(cache_dir),
-                    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                    TF_CPP_MIN_LOG_LEVEL="2")
+    self.env = dict(
+      os.environ,
+      JAX_PLATFORMS="cpu",
+      JAX_COMPILATION_CACHE_DIR=str(cache_dir),
+      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+      TF_CPP_MIN_LOG_LEVEL="2",
+    )
     self.logs = tempfile.mkdtemp(prefix="run_train_logs_", dir=str(cache_dir))
     self.count = 0
     self.started = []
@@ -76,15 +80,24 @@ class Runs:
   def start(self, workdir, config=None, args=(), devices=4, stderr_pipe=False, **kw):
     """stderr_pipe: stderr through a pipe too (for a process whose files are size-capped)."""
     env = dict(self.env, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-    cmd = [sys.executable, os.path.join(ROOT, "run_train.py"),
-           f"--config={os.path.join(ROOT, 'configs', 'synthetic.py')}",
-           f"--workdir={workdir}"] + (config_flags(config) if config is not None else [])
+    cmd = [
+      sys.executable,
+      os.path.join(ROOT, "run_train.py"),
+      f"--config={os.path.join(ROOT, 'configs', 'synthetic.py')}",
+      f"--workdir={workdir}",
+    ] + (config_flags(config) if config is not None else [])
     self.count += 1
     err_path = os.path.join(self.logs, f"{self.count}.stderr")
     with open(err_path, "w") as err:
-      proc = subprocess.Popen(cmd + list(args), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE if stderr_pipe else err, text=True,
-                              env=env, cwd=ROOT, **kw)
+      proc = subprocess.Popen(
+        cmd + list(args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE if stderr_pipe else err,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        **kw,
+      )
     proc.err_path = err_path
     self.started.append(proc)
     return proc
@@ -172,7 +185,8 @@ def reference(runs, synthetic_data_dir, tmp_path_factory):
 
 
 def test_kill_during_write_then_sigterm_then_resume_equals_uninterrupted(
-    runs, reference, synthetic_data_dir, tmp_path):
+  runs, reference, synthetic_data_dir, tmp_path
+):
   config = base(synthetic_data_dir)
   workdir = str(tmp_path / "w")
 
@@ -242,8 +256,14 @@ def test_nonfinite_loss_stops_or_is_skipped(runs, reference, synthetic_data_dir,
 
   # Stop: status 3, one line naming the step and the terms; the last good checkpoint kept.
   assert rc_stop == errors.EXIT_NONFINITE, err_stop[-3000:]
-  assert_one_line_error(rc_stop, err_stop, "Step 5: non-finite loss terms",
-                        "loss_g=nan", "rec=nan", "last good checkpoint is step 3")
+  assert_one_line_error(
+    rc_stop,
+    err_stop,
+    "Step 5: non-finite loss terms",
+    "loss_g=nan",
+    "rec=nan",
+    "last good checkpoint is step 3",
+  )
   assert checkpoints.complete_steps(w_stop) == [3]
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(stored_state(w_stop, 3)))
 
@@ -255,8 +275,10 @@ def test_nonfinite_loss_stops_or_is_skipped(runs, reference, synthetic_data_dir,
   s4, s5, s6 = (stored_state(w_skip, s) for s in (4, 5, 6))
   assert int(s5["step"]) == 5
   assert_same_state((s4["params"], s4["opt_state"]), (s5["params"], s5["opt_state"]))
-  assert any(not np.array_equal(a, b) for a, b in
-             zip(jax.tree.leaves(s5["params"]), jax.tree.leaves(s6["params"])))
+  assert any(
+    not np.array_equal(a, b)
+    for a, b in zip(jax.tree.leaves(s5["params"]), jax.tree.leaves(s6["params"]))
+  )
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(stored_state(w_skip, STEPS)))
 
 
@@ -274,7 +296,8 @@ def metrics_by_step(workdir):
 
 
 def test_two_processes_equal_one_process_and_agree_on_preemption(
-    runs, reference, synthetic_data_dir, tmp_path):
+  runs, reference, synthetic_data_dir, tmp_path
+):
   """2 processes × 2 CPU devices train on the same global batches as 1 process × 4 devices;
   Ctrl-C on one process stops both at one step with a collective checkpoint.
 
@@ -286,9 +309,15 @@ def test_two_processes_equal_one_process_and_agree_on_preemption(
   config = base(synthetic_data_dir)
   workdir = str(tmp_path / "mp")
   port = free_port()
-  procs = [runs.start(workdir, config, devices=2,
-                      args=[f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
-                            f"--process_id={i}"]) for i in range(2)]
+  procs = [
+    runs.start(
+      workdir,
+      config,
+      devices=2,
+      args=[f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
+    )
+    for i in range(2)
+  ]
   seen = wait_for_line(procs[0], f"step 4/{STEPS}")
   procs[1].send_signal(signal.SIGINT)
   (rc0, out0, err0), (rc1, out1, err1) = [runs.finish(p) for p in procs]
@@ -300,8 +329,9 @@ def test_two_processes_equal_one_process_and_agree_on_preemption(
   assert 4 <= step < STEPS
   assert checkpoints.complete_steps(workdir) == sorted({4, step})
   for i in range(2):  # each process saved its own data position
-    assert os.path.exists(os.path.join(workdir, "checkpoints", str(step), "data",
-                                       f"process_{i}-of-2.json"))
+    assert os.path.exists(
+      os.path.join(workdir, "checkpoints", str(step), "data", f"process_{i}-of-2.json")
+    )
   assert "step " not in out1  # progress lines, metrics, samples: process 0 only
   assert os.path.exists(os.path.join(workdir, "samples", f"step_{step:07d}.png"))
 
@@ -334,8 +364,13 @@ def test_full_disk_keeps_last_checkpoint(runs, reference, tmp_path):
   config.checkpoint_every_steps = 4
   cap = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (32 * 1024, 32 * 1024))
   rc, _, err = runs.run(workdir, config, preexec_fn=cap, stderr_pipe=True)
-  assert_one_line_error(rc, err, "Could not write the checkpoint of step 8",
-                        "File too large", "last complete checkpoint (step 4) is intact")
+  assert_one_line_error(
+    rc,
+    err,
+    "Could not write the checkpoint of step 8",
+    "File too large",
+    "last complete checkpoint (step 4) is intact",
+  )
   assert checkpoints.complete_steps(workdir) == [1, 2, 3, 4]  # the reference's 1..4; no 8
   assert_same_state(stored_state(workdir, 4), stored_state(reference, 4))
 
@@ -360,20 +395,35 @@ def test_hostile_inputs_give_one_line_errors(runs, reference, synthetic_data_dir
   (garbage / "checkpoints" / "5" / "state").write_bytes(b"\x00not a checkpoint")
   (tmp_path / "file").write_text("a file")
   cases = [
-      (other_model, wider, [], ["incompatible config", "model.encoder_widths"]),
-      (str(garbage), config, [], [f"{garbage}/checkpoints/5 is not a readable attrdis "
-                                  "checkpoint"]),
-      (str(tmp_path / "file" / "w"), config, [], ["--workdir=", "is not writable"]),
-      # Overrides of the wrong type or value, unknown fields, a missing config file.
-      (str(tmp_path / "w"), None, ["--config.batch_size=eight"],
-       ["--config.batch_size=eight", "invalid literal for int()"]),
-      (str(tmp_path / "w"), None, ["--config.loss_weights.rec=nan"],
-       ["config.loss_weights.rec=nan: must be a finite number"]),
-      (str(tmp_path / "w"), None, ["--config.dataset.attributes=identity,expression"],
-       ["'identity,expression' is not an attribute name"]),
-      (str(tmp_path / "w"), None, ["--config.no_such_field=1"], ["--config.no_such_field"]),
-      (str(tmp_path / "w"), None, ["--config=configs/missing.py"],
-       ["--config=configs/missing.py: No such file or directory"]),
+    (other_model, wider, [], ["incompatible config", "model.encoder_widths"]),
+    (str(garbage), config, [], [f"{garbage}/checkpoints/5 is not a readable attrdis checkpoint"]),
+    (str(tmp_path / "file" / "w"), config, [], ["--workdir=", "is not writable"]),
+    # Overrides of the wrong type or value, unknown fields, a missing config file.
+    (
+      str(tmp_path / "w"),
+      None,
+      ["--config.batch_size=eight"],
+      ["--config.batch_size=eight", "invalid literal for int()"],
+    ),
+    (
+      str(tmp_path / "w"),
+      None,
+      ["--config.loss_weights.rec=nan"],
+      ["config.loss_weights.rec=nan: must be a finite number"],
+    ),
+    (
+      str(tmp_path / "w"),
+      None,
+      ["--config.dataset.attributes=identity,expression"],
+      ["'identity,expression' is not an attribute name"],
+    ),
+    (str(tmp_path / "w"), None, ["--config.no_such_field=1"], ["--config.no_such_field"]),
+    (
+      str(tmp_path / "w"),
+      None,
+      ["--config=configs/missing.py"],
+      ["--config=configs/missing.py: No such file or directory"],
+    ),
   ]
   before = sorted(os.listdir(os.path.join(other_model, "checkpoints")))
   procs = [runs.start(w, c, args) for w, c, args, _ in cases]
@@ -403,19 +453,26 @@ def test_global_batches_do_not_depend_on_process_or_worker_count():
     flags.FLAGS.mark_as_parsed()  # grain's workers read absl flags
   for workers in (0, 2):
     loader = grain.DataLoader(
-        data_source=halves[1], sampler=grain.IndexSampler(num_records=8, num_epochs=1),
-        operations=[], worker_count=workers)
-    assert [[r["id"] for r in b] for b in loader] == [[r["id"] for r in halves[1][k]]
-                                                       for k in range(8)]
+      data_source=halves[1],
+      sampler=grain.IndexSampler(num_records=8, num_epochs=1),
+      operations=[],
+      worker_count=workers,
+    )
+    assert [[r["id"] for r in b] for b in loader] == [
+      [r["id"] for r in halves[1][k]] for k in range(8)
+    ]
 
 
 def test_finite_guard_keeps_the_state_and_flags_the_step():
   def step(state, x):
-    new = state.replace(step=state.step + 1, params={"w": state.params["w"] + x},
-                        opt_state={"m": state.opt_state["m"] * x})
+    new = state.replace(
+      step=state.step + 1,
+      params={"w": state.params["w"] + x},
+      opt_state={"m": state.opt_state["m"] * x},
+    )
     return new, {"loss": jnp.sum(x)}
-  state = ts.TrainState(step=jnp.int32(0), params={"w": jnp.ones(3)},
-                        opt_state={"m": jnp.ones(3)})
+
+  state = ts.TrainState(step=jnp.int32(0), params={"w": jnp.ones(3)}, opt_state={"m": jnp.ones(3)})
   guarded = jax.jit(step_lib.finite_guard(step))
   s1, m1 = guarded(state, jnp.full(3, 2.0))
   np.testing.assert_array_equal(s1.params["w"], 3.0)
@@ -449,9 +506,12 @@ def test_image_errors_name_the_file(tmp_path):
       raise errors.image_error(path, e) from None
 
   read(good)
-  for path, fragment in ((truncated, "truncated or corrupt"), (text, "not an image file"),
-                         (sixteen, "mode I;16 (16-bit) is not supported"),
-                         (tmp_path / "missing.png", "no such file")):
+  for path, fragment in (
+    (truncated, "truncated or corrupt"),
+    (text, "not an image file"),
+    (sixteen, "mode I;16 (16-bit) is not supported"),
+    (tmp_path / "missing.png", "no such file"),
+  ):
     with pytest.raises(errors.InputError) as info:
       read(path)
     assert str(info.value).startswith(f"{path}: ") and fragment in str(info.value)
@@ -461,8 +521,10 @@ def test_image_errors_name_the_file(tmp_path):
 # ----------------------------------------------------------------------------------------
 # One trainer per workdir.
 
-def test_second_trainer_is_refused_and_the_first_is_untouched(runs, reference,
-                                                              synthetic_data_dir, tmp_path):
+
+def test_second_trainer_is_refused_and_the_first_is_untouched(
+  runs, reference, synthetic_data_dir, tmp_path
+):
   """The first trainer is paused (SIGSTOP) after its first step while a second one starts on
   the same workdir: the second stops with one line naming the first; the first then runs to
   the end exactly as the uninterrupted reference did, and nothing is written twice."""
@@ -478,9 +540,13 @@ def test_second_trainer_is_refused_and_the_first_is_untouched(runs, reference,
   finally:
     os.kill(first.pid, signal.SIGCONT)
   assert rc == errors.EXIT_ERROR
-  assert_one_line_error(rc, err, f"--workdir={workdir} is in use by another trainer "
-                        f"(pid {first.pid} on host {socket.gethostname()}, started ",
-                        "one trainer per workdir")
+  assert_one_line_error(
+    rc,
+    err,
+    f"--workdir={workdir} is in use by another trainer "
+    f"(pid {first.pid} on host {socket.gethostname()}, started ",
+    "one trainer per workdir",
+  )
   assert "step " not in out  # it trained nothing
   assert refused_after < 300
   rc, out, err = runs.finish(first)
@@ -496,11 +562,14 @@ def test_second_trainer_is_refused_and_the_first_is_untouched(runs, reference,
 
 def test_os_lock_dies_with_its_process(tmp_path):
   """A holder killed with SIGKILL leaves no stale lock: the kernel releases it."""
-  code = ("import sys, time; from attrdis import workdir_lock; "
-          "workdir_lock.WorkdirLock(sys.argv[1]).acquire(); print('held', flush=True); "
-          "time.sleep(600)")
-  holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
-                            text=True, cwd=ROOT)
+  code = (
+    "import sys, time; from attrdis import workdir_lock; "
+    "workdir_lock.WorkdirLock(sys.argv[1]).acquire(); print('held', flush=True); "
+    "time.sleep(600)"
+  )
+  holder = subprocess.Popen(
+    [sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True, cwd=ROOT
+  )
   try:
     assert holder.stdout.readline().strip() == "held"
     with pytest.raises(workdir_lock.WorkdirBusyError) as info:
@@ -526,13 +595,18 @@ def test_lock_file_where_the_file_system_has_no_locks(tmp_path, monkeypatch):
 
   def no_locks(fd, op):
     raise OSError(errno.ENOLCK, "No locks available")
+
   monkeypatch.setattr(fcntl, "flock", no_locks)
   path = tmp_path / workdir_lock.LOCK_FILE
   host = socket.gethostname()
 
   def holder(**kw):
-    fields = dict(host=host, pid=os.getpid(), started=time.time(),
-                  pid_start=workdir_lock._process_start(os.getpid()))  # pylint: disable=protected-access
+    fields = dict(
+      host=host,
+      pid=os.getpid(),
+      started=time.time(),
+      pid_start=workdir_lock._process_start(os.getpid()),
+    )  # pylint: disable=protected-access
     fields.update(kw)
     path.write_text(json.dumps(fields))
 
@@ -548,11 +622,11 @@ def test_lock_file_where_the_file_system_has_no_locks(tmp_path, monkeypatch):
   gone = subprocess.Popen([sys.executable, "-c", "pass"])
   gone.wait()
   cases = [
-      (dict(pid=gone.pid, pid_start=None), True),  # not running any more
-      (dict(pid_start="1"), True),  # this pid, but a process started at another time
-      (dict(), False),  # running: this process
-      (dict(host="another-host", pid=1), False),  # cannot be checked from here
-      (None, True),  # empty: released by a run with OS locks
+    (dict(pid=gone.pid, pid_start=None), True),  # not running any more
+    (dict(pid_start="1"), True),  # this pid, but a process started at another time
+    (dict(), False),  # running: this process
+    (dict(host="another-host", pid=1), False),  # cannot be checked from here
+    (None, True),  # empty: released by a run with OS locks
   ]
   for fields, stale in cases:
     if fields is None:
@@ -570,12 +644,13 @@ def test_lock_file_where_the_file_system_has_no_locks(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------------------
 # Damaged checkpoints.
 
+
 def damage_file(path, how):
   """truncate (half the bytes), delete, or garble (one byte flipped: the size is kept)."""
   data = open(path, "rb").read()
   if how == "truncate":
     with open(path, "wb") as f:
-      f.write(data[:len(data) // 2])
+      f.write(data[: len(data) // 2])
   elif how == "delete":
     os.remove(path)
   else:
@@ -585,14 +660,19 @@ def damage_file(path, how):
       f.write(bytes(garbled))
 
 
-EXPECTED = {"truncate": "truncated (", "delete": "missing",
-            "garble": "contents changed since it was written (CRC-32 mismatch)"}
+EXPECTED = {
+  "truncate": "truncated (",
+  "delete": "missing",
+  "garble": "contents changed since it was written (CRC-32 mismatch)",
+}
 
 
 def files_of(folder):
-  return sorted(os.path.relpath(p, folder) for p in glob.glob(os.path.join(folder, "**"),
-                                                              recursive=True)
-                if os.path.isfile(p))
+  return sorted(
+    os.path.relpath(p, folder)
+    for p in glob.glob(os.path.join(folder, "**"), recursive=True)
+    if os.path.isfile(p)
+  )
 
 
 def snapshot(folder):
@@ -630,13 +710,16 @@ def representative_files(folder):
   the config."""
   state = [rel for rel in files_of(folder) if rel.startswith("state" + os.sep)]
   largest = max(state, key=lambda rel: (os.path.getsize(os.path.join(folder, rel)), rel))
-  return {"state": largest, "data": os.path.join("data", "process_0-of-1.json"),
-          "config": os.path.join("config", "metadata")}
+  return {
+    "state": largest,
+    "data": os.path.join("data", "process_0-of-1.json"),
+    "config": os.path.join("config", "metadata"),
+  }
 
 
-def test_damaged_checkpoint_every_command_and_resume_from_intact(runs, reference,
-                                                                 synthetic_data_dir, tmp_path,
-                                                                 capsys):
+def test_damaged_checkpoint_every_command_and_resume_from_intact(
+  runs, reference, synthetic_data_dir, tmp_path, capsys
+):
   """The latest checkpoint (8) damaged, each kind of file in each way: training, sampling
   and evaluation each stop with one line naming it and the newest intact one (7), and
   change nothing; sampling and evaluation hold no lock (the workdir's lock is held by this
@@ -661,18 +744,39 @@ def test_damaged_checkpoint_every_command_and_resume_from_intact(runs, reference
       cases.append((kind, how, rel, workdir, snapshot(os.path.join(workdir, "checkpoints"))))
   procs = [runs.start(w, config) for _, _, _, w, _ in cases]
   for proc, (kind, how, rel, workdir, before) in zip(procs, cases):
-    named = (f"Checkpoint {workdir}/checkpoints/8 is damaged ({rel}: {EXPECTED[how]}",
-             "the newest intact checkpoint is step 7")
+    named = (
+      f"Checkpoint {workdir}/checkpoints/8 is damaged ({rel}: {EXPECTED[how]}",
+      "the newest intact checkpoint is step 7",
+    )
     rc, _, err = runs.finish(proc)
     assert rc == errors.EXIT_ERROR, (kind, how, err[-2000:])
-    assert_one_line_error(rc, err, *named, "--config.resume_from_intact=True",
-                          f"{workdir}/{checkpoints.DAMAGED_DIR}", "Nothing was changed")
+    assert_one_line_error(
+      rc,
+      err,
+      *named,
+      "--config.resume_from_intact=True",
+      f"{workdir}/{checkpoints.DAMAGED_DIR}",
+      "Nothing was changed",
+    )
     with workdir_lock.WorkdirLock(workdir):  # readers never take the lock
       for command, status, argv in (
-          (sample.main, errors.EXIT_ERROR, ["--mode=transfer", "--source=split:test[:2]",
-                                            "--target=split:test[2:4]", "--attributes=",
-                                            f"--out={tmp_path / 'x.png'}"]),
-          (evaluate.main, 2, ["--no_images"])):
+        (
+          functools.partial(cli.call, sample.main, sample.FLAGS),
+          errors.EXIT_ERROR,
+          [
+            "--mode=transfer",
+            "--source=split:test[:2]",
+            "--target=split:test[2:4]",
+            "--attributes=",
+            f"--out={tmp_path / 'x.png'}",
+          ],
+        ),
+        (
+          functools.partial(cli.call, evaluate.main, evaluate.FLAGS),
+          errors.EXIT_ERROR,
+          ["--no_images"],
+        ),
+      ):
         assert command([f"--workdir={workdir}", *argv]) == status, (kind, how, command)
         err = capsys.readouterr().err
         lines = err.strip().splitlines()
@@ -686,9 +790,22 @@ def test_damaged_checkpoint_every_command_and_resume_from_intact(runs, reference
   workdir = cases[0][3]
   with workdir_lock.WorkdirLock(workdir):
     out = tmp_path / "step7.png"
-    assert sample.main([f"--workdir={workdir}", "--step=7", "--mode=transfer",
-                        "--source=split:test[:2]", "--target=split:test[2:4]",
-                        "--attributes=expression", f"--out={out}"]) == 0, capsys.readouterr()
+    assert (
+      cli.call(
+        sample.main,
+        sample.FLAGS,
+        [
+          f"--workdir={workdir}",
+          "--step=7",
+          "--mode=transfer",
+          "--source=split:test[:2]",
+          "--target=split:test[2:4]",
+          "--attributes=expression",
+          f"--out={out}",
+        ],
+      )
+      == 0
+    ), capsys.readouterr()
     assert out.exists() and json.load(open(tmp_path / "step7.json"))["step"] == 7
 
   # Resume from the newest intact checkpoint: the damaged one is moved aside, not deleted.
@@ -699,10 +816,13 @@ def test_damaged_checkpoint_every_command_and_resume_from_intact(runs, reference
   (rc, out, err), (rc_d, _, err_d) = runs.finish(p_intact), runs.finish(p_direct)
   assert rc == 0 and rc_d == 0, (err[-3000:], err_d[-3000:])
   moved = os.path.join(workdir, checkpoints.DAMAGED_DIR, "8")
-  assert (f"Checkpoint {workdir}/checkpoints/8 is damaged ({rel}: {EXPECTED[how]}" in out
-          and f"moved to {moved}; resuming from step 7." in out), out
-  assert snapshot(moved) == {k[len("8/"):]: v for k, v in before.items()
-                             if k.startswith("8" + os.sep)}
+  assert (
+    f"Checkpoint {workdir}/checkpoints/8 is damaged ({rel}: {EXPECTED[how]}" in out
+    and f"moved to {moved}; resuming from step 7." in out
+  ), out
+  assert snapshot(moved) == {
+    k[len("8/") :]: v for k, v in before.items() if k.startswith("8" + os.sep)
+  }
   assert checkpoints.damage(os.path.join(workdir, "checkpoints", str(STEPS))) is None
   assert_same_state(stored_state(workdir, STEPS), stored_state(direct, STEPS))
   assert_same_state(stored_state(workdir, STEPS), stored_state(reference, STEPS))
@@ -710,6 +830,7 @@ def test_damaged_checkpoint_every_command_and_resume_from_intact(runs, reference
 
 # ----------------------------------------------------------------------------------------
 # Clean exits with grain worker processes.
+
 
 def stderr_after(err, marker):
   """stderr from the line holding ``marker`` on, without absl's INFO lines."""
@@ -732,8 +853,11 @@ def test_exits_are_clean_with_worker_processes(runs, reference, synthetic_data_d
   group = dict(start_new_session=True)  # a process group of its own, as in a terminal
   error = runs.start(str(tmp_path / "nan"), nan, **group)
   procs = {}
-  for name, sig, times in (("term", signal.SIGTERM, 1), ("int", signal.SIGINT, 1),
-                           ("twice", signal.SIGINT, 2)):
+  for name, sig, times in (
+    ("term", signal.SIGTERM, 1),
+    ("int", signal.SIGINT, 1),
+    ("twice", signal.SIGINT, 2),
+  ):
     # One at a time: each is signalled right after its second step.
     proc = procs[name] = runs.start(str(tmp_path / name), config, **group)
     wait_for_line(proc, f"step 2/{STEPS}")
@@ -747,20 +871,25 @@ def test_exits_are_clean_with_worker_processes(runs, reference, synthetic_data_d
   results["nan"] = runs.finish(error)
   for name, (rc, out, err) in results.items():
     assert "Traceback" not in err and "leaked" not in err and "Warning" not in err, (
-        name, err[-3000:])
+      name,
+      err[-3000:],
+    )
   for name, sig in (("term", "SIGTERM"), ("int", "SIGINT")):
     rc, out, err = results[name]
     assert rc == 0, err[-3000:]
     assert last_line(out).startswith(f"Preempted ({sig}) at step "), out
     assert stderr_after(err, f"{sig} received") == [
-        f"{sig} received: saving a checkpoint after the current step (Ctrl-C again aborts "
-        "without saving)."], err[-3000:]
+      f"{sig} received: saving a checkpoint after the current step (Ctrl-C again aborts "
+      "without saving)."
+    ], err[-3000:]
   rc, out, err = results["twice"]
   assert rc == errors.EXIT_INTERRUPTED, err[-3000:]
   assert stderr_after(err, "SIGINT received")[-1] == (
-      "error: interrupted (nothing saved after the last checkpoint).")
+    "error: interrupted (nothing saved after the last checkpoint)."
+  )
   rc, out, err = results["nan"]
   assert rc == errors.EXIT_NONFINITE
   assert_one_line_error(rc, err, "Step 3: non-finite loss terms")
   assert [l for l in stderr_after(err, "error: Step 3") if not re.match(r"[IW]\d{4} ", l)] == [
-      last_line(err)]
+    last_line(err)
+  ]

@@ -1,4 +1,4 @@
-"""python -m attrdis.sample, run in-process through main(argv) on the tiny trained workdir.
+"""python -m attrdis.sample, run in-process (cli.call) on the tiny trained workdir.
 
 Each mode: the grid's size, its tiles against the library's images, and the JSON sidecar.
 Bad input: a one-line ``error: ...`` on stderr and a non-zero status (one subprocess run
@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from attrdis import checkpoints
+from attrdis import cli
 from attrdis import image_io
 from attrdis import images
 from attrdis import input_pipeline
@@ -30,13 +31,23 @@ S, PAD, BATCH = 16, 2, 8
 def env(sampling_workdir):  # noqa: F811
   trained = checkpoints.load_trained(sampling_workdir)
   builder, info = input_pipeline.load(trained.config)
-  return dict(workdir=sampling_workdir, trained=trained, builder=builder, info=info,
-              sampler=sampling.Sampler.from_trained(trained, batch_size=BATCH),
-              test=image_io.load_split(builder, "test[:5]", trained.config))
+  return dict(
+    workdir=sampling_workdir,
+    trained=trained,
+    builder=builder,
+    info=info,
+    sampler=sampling.Sampler.from_trained(trained, batch_size=BATCH),
+    test=image_io.load_split(builder, "test[:5]", trained.config),
+  )
 
 
-def cli(capsys, env, *argv):
-  rc = sample.main([f"--workdir={env['workdir']}", f"--batch_size={BATCH}", *argv])
+def sample_command(*argv):
+  """``python -m attrdis.sample ARGV`` in this process; its exit status."""
+  return cli.call(sample.main, sample.FLAGS, argv)
+
+
+def run_cli(capsys, env, *argv):
+  rc = sample_command(f"--workdir={env['workdir']}", f"--batch_size={BATCH}", *argv)
   out, err = capsys.readouterr()
   return rc, out, err
 
@@ -47,7 +58,7 @@ def grid_size(rows, cols):
 
 def tile(grid, r, c):
   y, x = PAD + r * (S + PAD), PAD + c * (S + PAD)
-  return grid[y:y + S, x:x + S].astype(int)
+  return grid[y : y + S, x : x + S].astype(int)
 
 
 def read(path):
@@ -65,9 +76,16 @@ def cells(meta):
 
 def test_transfer(capsys, env, tmp_path):
   out = tmp_path / "transfer.png"
-  rc, stdout, err = cli(capsys, env, "--mode=transfer", "--source=split:test[:2]",
-                        "--target=split:test[2:5]", "--attributes=expression,illumination",
-                        f"--out={out}", "--save_individual")
+  rc, stdout, err = run_cli(
+    capsys,
+    env,
+    "--mode=transfer",
+    "--source=split:test[:2]",
+    "--target=split:test[2:5]",
+    "--attributes=expression,illumination",
+    f"--out={out}",
+    "--save_individual",
+  )
   assert rc == 0, err
   grid = read(out)
   assert Image.open(out).size == grid_size(3, 4)
@@ -101,22 +119,38 @@ def test_transfer_of_nothing_from_user_files_is_reconstruction(capsys, env, tmp_
     Image.fromarray(images.to_uint8(x[i])).save(folder / f"face{i}.png")
   Image.fromarray(images.to_uint8(x[3])).save(tmp_path / "target.png")
   out = tmp_path / "nothing.png"
-  rc, _, err = cli(capsys, env, "--mode=transfer", f"--source={folder}",
-                   f"--target={tmp_path / 'target.png'}", "--attributes=", f"--out={out}")
+  rc, _, err = run_cli(
+    capsys,
+    env,
+    "--mode=transfer",
+    f"--source={folder}",
+    f"--target={tmp_path / 'target.png'}",
+    "--attributes=",
+    f"--out={out}",
+  )
   assert rc == 0, err
   assert Image.open(out).size == grid_size(3, 2)
   rec = env["sampler"].reconstruct(x[:2])
   grid = read(out)
   assert close(tile(grid, 1, 1), rec[0]) and close(tile(grid, 2, 1), rec[1])
   assert cells(json.loads((tmp_path / "nothing.json").read_text()))[1, 0]["input"] == str(
-      folder / "face0.png")
+    folder / "face0.png"
+  )
 
 
 def test_interpolate_onto(capsys, env, tmp_path):
   out = tmp_path / "interp.png"
-  rc, _, err = cli(capsys, env, "--mode=interpolate", "--source=split:test[:2]",
-                   "--target=split:test[2:4]", "--attributes=expression", "--steps=4",
-                   "--onto=split:test[4]", f"--out={out}")
+  rc, _, err = run_cli(
+    capsys,
+    env,
+    "--mode=interpolate",
+    "--source=split:test[:2]",
+    "--target=split:test[2:4]",
+    "--attributes=expression",
+    "--steps=4",
+    "--onto=split:test[4]",
+    f"--out={out}",
+  )
   assert rc == 0, err
   assert Image.open(out).size == grid_size(2, 4)
   x, s = env["test"].images, env["sampler"]
@@ -129,14 +163,23 @@ def test_interpolate_onto(capsys, env, tmp_path):
   np.testing.assert_allclose(meta["alphas"], [0, 1 / 3, 2 / 3, 1])
   codes = cells(meta)[1, 1]["codes"]
   assert [(t["input"], t["weight"]) for t in codes["expression"]] == [
-      ("test[1]", pytest.approx(2 / 3)), ("test[3]", pytest.approx(1 / 3))]
+    ("test[1]", pytest.approx(2 / 3)),
+    ("test[3]", pytest.approx(1 / 3)),
+  ]
   assert codes["identity"] == [{"role": "onto", "input": "test[4]", "weight": 1.0}]
 
 
 def test_mix_given_and_random_weights(capsys, env, tmp_path):
   out = tmp_path / "mix.png"
-  rc, _, err = cli(capsys, env, "--mode=mix", "--source=split:test[:3]", "--attributes=identity",
-                   "--weights=1,0,0;0.2,0.3,0.5", f"--out={out}")
+  rc, _, err = run_cli(
+    capsys,
+    env,
+    "--mode=mix",
+    "--source=split:test[:3]",
+    "--attributes=identity",
+    "--weights=1,0,0;0.2,0.3,0.5",
+    f"--out={out}",
+  )
   assert rc == 0, err
   assert Image.open(out).size == grid_size(2, 3)  # the sources, then the 2 mixtures
   x, grid = env["test"].images, read(out)
@@ -146,8 +189,16 @@ def test_mix_given_and_random_weights(capsys, env, tmp_path):
   meta = json.loads((tmp_path / "mix.json").read_text())
   assert meta["weights"] == [[1, 0, 0], [0.2, 0.3, 0.5]]
 
-  rc, _, err = cli(capsys, env, "--mode=mix", "--source=split:test[:3]", "--attributes=identity",
-                   "--num=5", "--seed=3", f"--out={tmp_path / 'rmix.png'}")
+  rc, _, err = run_cli(
+    capsys,
+    env,
+    "--mode=mix",
+    "--source=split:test[:3]",
+    "--attributes=identity",
+    "--num=5",
+    "--seed=3",
+    f"--out={tmp_path / 'rmix.png'}",
+  )
   assert rc == 0, err
   assert Image.open(tmp_path / "rmix.png").size == grid_size(2, 5)
   meta = json.loads((tmp_path / "rmix.json").read_text())
@@ -158,8 +209,15 @@ def test_mix_given_and_random_weights(capsys, env, tmp_path):
 def test_label(capsys, env, tmp_path):
   names = env["info"].class_names[1]  # expression
   out = tmp_path / "label.png"
-  rc, _, err = cli(capsys, env, "--mode=label", "--source=split:test[:2]",
-                   "--attributes=expression", f"--classes={names[3]},{names[0]}", f"--out={out}")
+  rc, _, err = run_cli(
+    capsys,
+    env,
+    "--mode=label",
+    "--source=split:test[:2]",
+    "--attributes=expression",
+    f"--classes={names[3]},{names[0]}",
+    f"--out={out}",
+  )
   assert rc == 0, err
   assert Image.open(out).size == grid_size(2, 3)
   cache = os.path.join(env["workdir"], "mean_codes", "step_2.npz")
@@ -172,17 +230,24 @@ def test_label(capsys, env, tmp_path):
   meta = json.loads((tmp_path / "label.json").read_text())
   assert meta["classes"] == [names[3], names[0]]
   assert cells(meta)[1, 1]["codes"]["expression"] == [
-      {"class": names[3], "mean_over": "train", "weight": 1.0}]
+    {"class": names[3], "mean_over": "train", "weight": 1.0}
+  ]
 
-  rc, _, err = cli(capsys, env, "--mode=label", "--source=split:test[:2]",
-                   "--attributes=expression", f"--out={tmp_path / 'all.png'}")
+  rc, _, err = run_cli(
+    capsys,
+    env,
+    "--mode=label",
+    "--source=split:test[:2]",
+    "--attributes=expression",
+    f"--out={tmp_path / 'all.png'}",
+  )
   assert rc == 0, err
   assert Image.open(tmp_path / "all.png").size == grid_size(2, 1 + len(names))
 
 
 def test_random(capsys, env, tmp_path):
   out = tmp_path / "random.png"
-  rc, _, err = cli(capsys, env, "--mode=random", "--num=3", "--seed=1", f"--out={out}")
+  rc, _, err = run_cli(capsys, env, "--mode=random", "--num=3", "--seed=1", f"--out={out}")
   assert rc == 0, err
   assert Image.open(out).size == grid_size(3, 5)  # identity, expression, illumination, rest, new
   meta = json.loads((tmp_path / "random.json").read_text())
@@ -203,10 +268,10 @@ def expect_error(capsys, env, match, *argv, workdir=None, status=1):
   """A one-line error (1: bad input, 2: bad command line), no traceback."""
   args = list(argv)
   if workdir is not None:
-    rc = sample.main([f"--workdir={workdir}", *args])
+    rc = sample_command(f"--workdir={workdir}", *args)
     out, err = capsys.readouterr()
   else:
-    rc, out, err = cli(capsys, env, *args)
+    rc, out, err = run_cli(capsys, env, *args)
   lines = [l for l in err.strip().splitlines() if l.startswith("error:")]
   assert rc == status, err
   assert len(lines) == 1 and err.strip().splitlines()[-1] == lines[0], err
@@ -219,29 +284,93 @@ def test_bad_input(capsys, env, tmp_path):
   broken = tmp_path / "broken.jpg"
   broken.write_bytes(b"not a jpeg at all")
   three = "--source=split:test[:3]"
-  expect_error(capsys, env, "No checkpoint in", "--mode=random", out,
-               workdir=str(tmp_path / "nothing_here"))
+  expect_error(
+    capsys, env, "No checkpoint in", "--mode=random", out, workdir=str(tmp_path / "nothing_here")
+  )
   expect_error(capsys, env, "No checkpoint for step 7", "--mode=random", "--step=7", out)
-  expect_error(capsys, env, "attribute 'gaze' is not one of this model's: identity, expression, "
-               "illumination, rest", "--mode=transfer", three, "--target=split:test[:1]",
-               "--attributes=expression,gaze", out)
-  expect_error(capsys, env, f"cannot read image {broken}", "--mode=transfer",
-               f"--source=split:test[:1],{broken}", "--target=split:test[:1]",
-               "--attributes=expression", out)
-  expect_error(capsys, env, "weights must sum to 1", "--mode=mix", three,
-               "--attributes=identity", "--weights=0.5,0.2,0.2", out)
-  expect_error(capsys, env, "weights must not be negative", "--mode=mix", three,
-               "--attributes=identity", "--weights=1.5,-0.5,0", out)
-  expect_error(capsys, env, "2 weights given for 3 images", "--mode=mix", three,
-               "--attributes=identity", "--weights=0.5,0.5", out)
-  expect_error(capsys, env, "no split 'validation'; it has test, train", "--mode=label",
-               "--source=split:validation[:2]", "--attributes=expression", out)
-  expect_error(capsys, env, "--mode=transfer needs --target", "--mode=transfer", three,
-               "--attributes=expression", out, status=2)
-  expect_error(capsys, env, "argument --mode: invalid choice: 'swap'", "--mode=swap", out,
-               status=2)
-  expect_error(capsys, env, "expression has no class 'sleepy'", "--mode=label", three,
-               "--attributes=expression", "--classes=sleepy", out)
+  expect_error(
+    capsys,
+    env,
+    "attribute 'gaze' is not one of this model's: identity, expression, illumination, rest",
+    "--mode=transfer",
+    three,
+    "--target=split:test[:1]",
+    "--attributes=expression,gaze",
+    out,
+  )
+  expect_error(
+    capsys,
+    env,
+    f"cannot read image {broken}",
+    "--mode=transfer",
+    f"--source=split:test[:1],{broken}",
+    "--target=split:test[:1]",
+    "--attributes=expression",
+    out,
+  )
+  expect_error(
+    capsys,
+    env,
+    "weights must sum to 1",
+    "--mode=mix",
+    three,
+    "--attributes=identity",
+    "--weights=0.5,0.2,0.2",
+    out,
+  )
+  expect_error(
+    capsys,
+    env,
+    "weights must not be negative",
+    "--mode=mix",
+    three,
+    "--attributes=identity",
+    "--weights=1.5,-0.5,0",
+    out,
+  )
+  expect_error(
+    capsys,
+    env,
+    "2 weights given for 3 images",
+    "--mode=mix",
+    three,
+    "--attributes=identity",
+    "--weights=0.5,0.5",
+    out,
+  )
+  expect_error(
+    capsys,
+    env,
+    "no split 'validation'; it has test, train",
+    "--mode=label",
+    "--source=split:validation[:2]",
+    "--attributes=expression",
+    out,
+  )
+  expect_error(
+    capsys,
+    env,
+    "--mode=transfer needs --target",
+    "--mode=transfer",
+    three,
+    "--attributes=expression",
+    out,
+    status=2,
+  )
+  expect_error(
+    capsys, env, "flag --mode=swap: value should be one of <transfer|", "--mode=swap", out, status=2
+  )
+  expect_error(capsys, env, "Unknown command line flag 'sauce'", "--sauce=x", out, status=2)
+  expect_error(
+    capsys,
+    env,
+    "expression has no class 'sleepy'",
+    "--mode=label",
+    three,
+    "--attributes=expression",
+    "--classes=sleepy",
+    out,
+  )
   assert not os.path.exists(tmp_path / "x.png")
 
 
@@ -249,10 +378,22 @@ def test_command_line_error_without_traceback(env, tmp_path):
   broken = tmp_path / "broken.png"
   broken.write_bytes(b"\x89PNG\r\n\x1a\n but truncated")
   proc = subprocess.run(
-      [sys.executable, "-m", "attrdis.sample", f"--workdir={env['workdir']}", "--mode=interpolate",
-       f"--source={broken}", "--target=split:test[:1]", "--attributes=expression",
-       f"--out={tmp_path / 'x.png'}"],
-      capture_output=True, text=True, cwd=ROOT, timeout=300)
+    [
+      sys.executable,
+      "-m",
+      "attrdis.sample",
+      f"--workdir={env['workdir']}",
+      "--mode=interpolate",
+      f"--source={broken}",
+      "--target=split:test[:1]",
+      "--attributes=expression",
+      f"--out={tmp_path / 'x.png'}",
+    ],
+    capture_output=True,
+    text=True,
+    cwd=ROOT,
+    timeout=300,
+  )
   assert proc.returncode != 0
   assert proc.stderr.strip().splitlines()[-1].startswith(f"error: cannot read image {broken}")
   assert "Traceback" not in proc.stderr

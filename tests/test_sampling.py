@@ -50,8 +50,14 @@ def env(sampling_workdir):
   builder, info = input_pipeline.load(trained.config)
   sampler = sampling.Sampler.from_trained(trained, batch_size=BATCH)
   test = image_io.load_split(builder, "test[:5]", trained.config)
-  return dict(trained=trained, builder=builder, info=info, sampler=sampler, test=test,
-              workdir=sampling_workdir)
+  return dict(
+    trained=trained,
+    builder=builder,
+    info=info,
+    sampler=sampler,
+    test=test,
+    workdir=sampling_workdir,
+  )
 
 
 def direct_decode(env, codes):
@@ -60,11 +66,12 @@ def direct_decode(env, codes):
 
 
 def direct_encode(env, x):
-  return [np.asarray(z[:len(x)]) for z in env["sampler"].encode(x)]
+  return [np.asarray(z[: len(x)]) for z in env["sampler"].encode(x)]
 
 
 # ----------------------------------------------------------------------------------------
 # Transfer.
+
 
 def test_transfer_nothing_is_reconstruction_and_everything_is_the_target(env):
   s, x = env["sampler"], env["test"].images
@@ -73,12 +80,14 @@ def test_transfer_nothing_is_reconstruction_and_everything_is_the_target(env):
 
   nothing = s.transfer(src, tgt, [])
   assert nothing.images.shape == (2, 3, 16, 16, 3)
-  np.testing.assert_allclose(nothing.images, np.broadcast_to(rec_src[:, None], (2, 3, 16, 16, 3)),
-                             atol=ATOL)
+  np.testing.assert_allclose(
+    nothing.images, np.broadcast_to(rec_src[:, None], (2, 3, 16, 16, 3)), atol=ATOL
+  )
 
   everything = s.transfer(src, tgt, [0, 1, 2, 3])  # identity, expression, illumination, rest
-  np.testing.assert_allclose(everything.images,
-                             np.broadcast_to(rec_tgt[None], (2, 3, 16, 16, 3)), atol=ATOL)
+  np.testing.assert_allclose(
+    everything.images, np.broadcast_to(rec_tgt[None], (2, 3, 16, 16, 3)), atol=ATOL
+  )
   assert everything.recipes[1][2] == tuple(((("target", 2, 1.0),),) * 4)
 
 
@@ -89,11 +98,16 @@ def test_transfer_one_attribute_takes_that_code_from_the_target(env):
   cs, ct = direct_encode(env, src), direct_encode(env, tgt)
   for i in range(2):
     for j in range(3):
-      want = direct_decode(env, sampling.transfer_codes(
-          [z[i:i + 1] for z in cs], [z[j:j + 1] for z in ct], [1]))[0]
+      want = direct_decode(
+        env, sampling.transfer_codes([z[i : i + 1] for z in cs], [z[j : j + 1] for z in ct], [1])
+      )[0]
       np.testing.assert_allclose(out.images[i, j], want, atol=ATOL)
-  assert out.recipes[0][1] == ((("source", 0, 1.0),), (("target", 1, 1.0),),
-                               (("source", 0, 1.0),), (("source", 0, 1.0),))
+  assert out.recipes[0][1] == (
+    (("source", 0, 1.0),),
+    (("target", 1, 1.0),),
+    (("source", 0, 1.0),),
+    (("source", 0, 1.0),),
+  )
   # The transferred code matters: the result is neither reconstruction.
   rec = s.reconstruct(x[:5])
   assert np.abs(out.images[0, 0] - rec[0]).max() > 1e-3
@@ -102,6 +116,7 @@ def test_transfer_one_attribute_takes_that_code_from_the_target(env):
 
 # ----------------------------------------------------------------------------------------
 # Interpolation (Eq. 12).
+
 
 def test_interpolation_endpoints_and_midpoint(env):
   s, x = env["sampler"], env["test"].images
@@ -137,6 +152,7 @@ def test_interpolation_onto_a_third_image_and_pairing(env):
 # ----------------------------------------------------------------------------------------
 # Mixtures (Eq. 11).
 
+
 def test_mixture_weights(env):
   s, x = env["sampler"], env["test"].images
   imgs = x[:3]
@@ -144,8 +160,9 @@ def test_mixture_weights(env):
   out = s.mix(imgs, 0, w)  # identity
   assert out.images.shape == (3, 16, 16, 3)
   np.testing.assert_allclose(out.images[0], s.reconstruct(imgs)[0], atol=ATOL)
-  np.testing.assert_allclose(out.images[1], s.transfer(imgs[:1], imgs[1:2], [0]).images[0, 0],
-                             atol=ATOL)
+  np.testing.assert_allclose(
+    out.images[1], s.transfer(imgs[:1], imgs[1:2], [0]).images[0, 0], atol=ATOL
+  )
   want = direct_decode(env, sampling.mix_codes(direct_encode(env, imgs), 0, w[2]))[0]
   np.testing.assert_allclose(out.images[2], want, atol=ATOL)
   assert out.recipes[2][0] == (("source", 0, 0.2), ("source", 1, 0.3), ("source", 2, 0.5))
@@ -153,8 +170,7 @@ def test_mixture_weights(env):
 
 
 def test_check_weights():
-  np.testing.assert_allclose(sampling.check_weights([0.333, 0.333, 0.334], 3).sum(), 1.0,
-                             rtol=1e-6)
+  np.testing.assert_allclose(sampling.check_weights([0.333, 0.333, 0.334], 3).sum(), 1.0, rtol=1e-6)
   with pytest.raises(sampling.SamplingError, match="sum to 1"):
     sampling.check_weights([0.5, 0.2, 0.2], 3)
   with pytest.raises(sampling.SamplingError, match="negative"):
@@ -171,8 +187,10 @@ def test_check_weights():
 def test_attribute_indices():
   attrs = ("identity", "expression", "illumination")
   assert sampling.attribute_indices(["illumination", "rest", "identity"], attrs) == [2, 3, 0]
-  with pytest.raises(sampling.SamplingError, match="'gaze' is not one of this model's: "
-                     "identity, expression, illumination, rest"):
+  with pytest.raises(
+    sampling.SamplingError,
+    match="'gaze' is not one of this model's: identity, expression, illumination, rest",
+  ):
     sampling.attribute_indices(["gaze"], attrs)
   with pytest.raises(sampling.SamplingError, match="'rest'"):
     sampling.attribute_indices(["rest"], attrs, allow_rest=False)
@@ -183,11 +201,12 @@ def test_attribute_indices():
 # ----------------------------------------------------------------------------------------
 # Class-mean codes, label-conditioned transfer, random recombination.
 
+
 def test_mean_codes_are_class_means_of_the_training_codes(env):
   trained, builder, s = env["trained"], env["builder"], env["sampler"]
   means, counts = sampling.mean_codes(trained, builder, 0, batch_size=16, return_counts=True)
   train_split = image_io.load_split(builder, "train", trained.config)
-  codes = np.asarray(s.encode(train_split.images)[0][:len(train_split)])
+  codes = np.asarray(s.encode(train_split.images)[0][: len(train_split)])
   labels = train_split.labels[:, 0]
   num_ids = env["info"].num_classes[0]
   assert means.shape == (num_ids,) + codes.shape[1:]
@@ -211,20 +230,21 @@ def test_mean_codes_cache(env, tmp_path):
     return sampling.mean_codes(*args, **kwargs)
 
   workdir = str(tmp_path)
-  first = sampling.load_or_compute_mean_codes(workdir, trained, builder, 1, batch_size=16,
-                                               compute=counting)
+  first = sampling.load_or_compute_mean_codes(
+    workdir, trained, builder, 1, batch_size=16, compute=counting
+  )
   assert calls == [1]
   path = os.path.join(workdir, "mean_codes", f"step_{trained.step}.npz")
   with np.load(path) as f:
     assert {"expression", "expression.counts", "expression.key"} <= set(f.files)
     np.testing.assert_array_equal(f["expression"], first)
-  again = sampling.load_or_compute_mean_codes(workdir, trained, builder, 1, batch_size=16,
-                                               compute=counting)
+  again = sampling.load_or_compute_mean_codes(
+    workdir, trained, builder, 1, batch_size=16, compute=counting
+  )
   assert calls == [1]
   np.testing.assert_array_equal(again, first)
   # Another attribute goes into the same file, keeping the first.
-  sampling.load_or_compute_mean_codes(workdir, trained, builder, 2, batch_size=16,
-                                         compute=counting)
+  sampling.load_or_compute_mean_codes(workdir, trained, builder, 2, batch_size=16, compute=counting)
   assert calls == [1, 2]
   with np.load(path) as f:
     assert {"expression", "illumination"} <= set(f.files)
@@ -232,8 +252,9 @@ def test_mean_codes_cache(env, tmp_path):
   params = jax.tree.map(lambda a: a, trained.params)
   params["gen"]["encoders_1"] = jax.tree.map(lambda a: a * 1.5, params["gen"]["encoders_1"])
   changed = checkpoints.Trained(trained.config, trained.models, params, trained.step)
-  third = sampling.load_or_compute_mean_codes(workdir, changed, builder, 1, batch_size=16,
-                                               compute=counting)
+  third = sampling.load_or_compute_mean_codes(
+    workdir, changed, builder, 1, batch_size=16, compute=counting
+  )
   assert calls == [1, 2, 1]
   assert not np.allclose(third, first)
 
@@ -270,7 +291,7 @@ def test_training_monitor_agrees_with_the_sampler(env):
   x, s = env["test"].images[:4], env["sampler"]
 
   def tile(r, c):
-    return grid[2 + r * 18:2 + r * 18 + 16, 2 + c * 18:2 + c * 18 + 16].astype(int)
+    return grid[2 + r * 18 : 2 + r * 18 + 16, 2 + c * 18 : 2 + c * 18 + 16].astype(int)
 
   rec = images.to_uint8(s.reconstruct(x)).astype(int)
   moved = images.to_uint8(s.transfer(x, x, [0]).images).astype(int)
@@ -283,14 +304,17 @@ def test_training_monitor_agrees_with_the_sampler(env):
 # ----------------------------------------------------------------------------------------
 # image_io.
 
+
 def test_user_images_get_the_datasets_preprocessing(env, tmp_path):
   config, builder = env["trained"].config, env["builder"]
   split = env["test"]
   # A test image written as a file reads back as the split gives it.
   Image.fromarray(input_pipeline.decode_image(builder.as_data_source("test")[1]["image"])).save(
-      tmp_path / "b.png")
-  np.testing.assert_array_equal(image_io.load_image(str(tmp_path / "b.png"), config),
-                                split.images[1])
+    tmp_path / "b.png"
+  )
+  np.testing.assert_array_equal(
+    image_io.load_image(str(tmp_path / "b.png"), config), split.images[1]
+  )
   # A larger, non-square photo: the synthetic builder's centre crop, then the resize.
   rng = np.random.default_rng(0)
   photo = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
@@ -311,22 +335,22 @@ def test_user_images_get_the_datasets_preprocessing(env, tmp_path):
 def test_bad_inputs_are_named(env, tmp_path):
   config, builder = env["trained"].config, env["builder"]
   (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
-  with pytest.raises(image_io.InputError, match="cannot read image .*broken.png"):
+  with pytest.raises(image_io.SourceError, match="cannot read image .*broken.png"):
     image_io.load_image(str(tmp_path / "broken.png"), config)
   Image.fromarray(np.full((8, 8), 40000, np.uint16)).save(tmp_path / "deep.png")
-  with pytest.raises(image_io.InputError, match="deep.png: image mode I;16 .* not supported"):
+  with pytest.raises(image_io.SourceError, match="deep.png: image mode I;16 .* not supported"):
     image_io.load_image(str(tmp_path / "deep.png"), config)
-  with pytest.raises(image_io.InputError, match="cannot read image .*missing.png: no such file"):
+  with pytest.raises(image_io.SourceError, match="cannot read image .*missing.png: no such file"):
     image_io.load_source([str(tmp_path / "missing.png")], config)
   empty = tmp_path / "empty"
   empty.mkdir()
-  with pytest.raises(image_io.InputError, match="has no images"):
+  with pytest.raises(image_io.SourceError, match="has no images"):
     image_io.load_source([str(empty)], config)
-  with pytest.raises(image_io.InputError, match="no split 'validation'; it has test, train"):
+  with pytest.raises(image_io.SourceError, match="no split 'validation'; it has test, train"):
     image_io.split_source(builder, "validation")
-  with pytest.raises(image_io.InputError, match="selects no images"):
+  with pytest.raises(image_io.SourceError, match="selects no images"):
     image_io.split_source(builder, "test[100:]")
-  with pytest.raises(image_io.InputError, match="cannot parse split"):
+  with pytest.raises(image_io.SourceError, match="cannot parse split"):
     image_io.parse_split("test[:10%]")
   assert image_io.parse_split("test") == ("test", slice(None, None))
   assert image_io.parse_split("train[2:-1]") == ("train", slice(2, -1))

@@ -34,19 +34,41 @@ def test_cli_run_leaves_everything_and_resume_is_bit_exact(synthetic_data_dir, t
   # Uninterrupted, through the command line.
   w_cli = str(tmp_path / "cli")
   proc = subprocess.run(
-      [sys.executable, os.path.join(ROOT, "run_train.py"),
-       f"--config={os.path.join(ROOT, 'configs', 'synthetic.py')}", f"--workdir={w_cli}"]
-      + config_flags(config), capture_output=True, text=True, cwd=str(tmp_path), timeout=600)
+    [
+      sys.executable,
+      os.path.join(ROOT, "run_train.py"),
+      f"--config={os.path.join(ROOT, 'configs', 'synthetic.py')}",
+      f"--workdir={w_cli}",
+    ]
+    + config_flags(config),
+    capture_output=True,
+    text=True,
+    cwd=str(tmp_path),
+    timeout=600,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "step 4/4" in proc.stdout
 
   # Workdir contents: checkpoints (every 2 steps), metrics.jsonl, TensorBoard events, PNGs.
-  assert sorted(int(os.path.basename(p)) for p in
-                glob.glob(os.path.join(w_cli, "checkpoints", "[0-9]*"))) == [2, 4]
+  assert sorted(
+    int(os.path.basename(p)) for p in glob.glob(os.path.join(w_cli, "checkpoints", "[0-9]*"))
+  ) == [2, 4]
   rows = [json.loads(l) for l in open(os.path.join(w_cli, "metrics.jsonl"))]
   assert [r["step"] for r in rows] == [2, 4]
-  for key in ("loss_g", "loss_d", "loss_c", "rec", "cls_x", "dis", "cls_trn", "adv_g",
-              "wasserstein", "gp", "learning_rate", "steps_per_sec"):
+  for key in (
+    "loss_g",
+    "loss_d",
+    "loss_c",
+    "rec",
+    "cls_x",
+    "dis",
+    "cls_trn",
+    "adv_g",
+    "wasserstein",
+    "gp",
+    "learning_rate",
+    "steps_per_sec",
+  ):
     assert all(np.isfinite(r[key]) for r in rows), key
   assert glob.glob(os.path.join(w_cli, "events.out.tfevents.*"))
   grid = Image.open(os.path.join(w_cli, "samples", "step_0000004.png"))
@@ -68,11 +90,16 @@ def test_cli_run_leaves_everything_and_resume_is_bit_exact(synthetic_data_dir, t
   for x, y in zip(jax.tree.leaves(final.params), jax.tree.leaves(b["params"])):
     np.testing.assert_array_equal(x, y)
   # And training did move the params away from the step-2 ones.
-  mid = stored_state(w_resumed, 2) if os.path.exists(os.path.join(w_resumed, "checkpoints", "2")) \
-      else None
+  mid = (
+    stored_state(w_resumed, 2)
+    if os.path.exists(os.path.join(w_resumed, "checkpoints", "2"))
+    else None
+  )
   if mid is not None:
-    assert any(not np.array_equal(x, y) for x, y in
-               zip(jax.tree.leaves(mid["params"]), jax.tree.leaves(b["params"])))
+    assert any(
+      not np.array_equal(x, y)
+      for x, y in zip(jax.tree.leaves(mid["params"]), jax.tree.leaves(b["params"]))
+    )
 
   # A different model in the same workdir is refused, naming the field; nothing is touched.
   before = sorted(os.listdir(os.path.join(w_resumed, "checkpoints")))
@@ -86,7 +113,9 @@ def test_cli_run_leaves_everything_and_resume_is_bit_exact(synthetic_data_dir, t
   assert sorted(os.listdir(os.path.join(w_resumed, "checkpoints"))) == before
 
 
-@pytest.mark.parametrize("field,value,message", [
+@pytest.mark.parametrize(
+  "field,value,message",
+  [
     ("image_size", 20, "multiple of 8"),
     ("image_size", 8, "multiple of 8 from 16"),
     ("dataset.name", "celeba", "unknown dataset"),
@@ -94,12 +123,17 @@ def test_cli_run_leaves_everything_and_resume_is_bit_exact(synthetic_data_dir, t
     ("batch_size", 6, "does not divide over the 4 devices"),
     ("dataset.builder_config", "huge", "has the configs"),
     ("dtype", "float16", "float32, bfloat16"),
-    ("image_size", 24, "has 16 px images, smaller than the model's; use "
-                       "--config.image_size=16 or less."),
+    (
+      "image_size",
+      24,
+      "has 16 px images, smaller than the model's; use --config.image_size=16 or less.",
+    ),
     ("image_size", 32, "--config.image_size=16 or less, or --config.dataset.builder_config=32px"),
-])
-def test_bad_config_is_refused_before_compiling(synthetic_data_dir, tmp_path, field, value,
-                                                message):
+  ],
+)
+def test_bad_config_is_refused_before_compiling(
+  synthetic_data_dir, tmp_path, field, value, message
+):
   config = tiny_config()
   config.dataset.data_dir = synthetic_data_dir
   parent, _, leaf = ("config." + field).rpartition(".")
@@ -114,43 +148,43 @@ def test_bad_config_is_refused_before_compiling(synthetic_data_dir, tmp_path, fi
 
 # Every field with a value that cannot work: (field, value, what the one line says).
 UNWORKABLE = [
-    ("seed", -1, "must be from 0 to 2**31 - 1"),
-    ("image_size", 20, "multiple of 8"),
-    ("image_size", 512, "from 16 to 256"),
-    ("batch_size", 1, "at least 2 images"),
-    ("batch_size", 0, "at least 2 images"),
-    ("num_train_steps", 0, "must be ≥ 1, or -1"),
-    ("num_train_steps", -2, "must be ≥ 1, or -1"),
-    ("num_epochs", 0, "must be ≥ 1"),
-    ("num_epochs", -3, "must be ≥ 1"),
-    ("dtype", "float16", "choose one of float32, bfloat16"),
-    ("dtype", "int8", "choose one of float32, bfloat16"),
-    ("log_every_steps", 0, "must be ≥ 1"),
-    ("log_every_steps", -100, "must be ≥ 1"),
-    ("checkpoint_every_steps", 0, "must be ≥ 1"),
-    ("checkpoint_every_steps", -1, "must be ≥ 1"),
-    ("sample_every_steps", 0, "must be ≥ 1"),
-    ("keep_checkpoints", 0, "must be ≥ 1"),
-    ("num_sample_images", 0, "must be ≥ 1"),
-    ("eval_every_steps", -5, "must be ≥ 0 (0: never)"),
-    ("debug_nan_at_step", -1, "must be ≥ 0"),
-    ("dataset.attributes", ("identity", "expression", "identity"), "named twice"),
-    ("dataset.attributes", (), "is empty"),
-    ("dataset.num_workers", -2, "must be ≥ 0, or -1"),
-    ("model.encoder_widths", (4, 0, 8), "widths must be integers ≥ 1"),
-    ("model.encoder_widths", (4, 8), "needs 3 widths"),
-    ("model.decoder_up_widths", (8, -4), "widths must be integers ≥ 1"),
-    ("model.classifier_widths", (4, 4), "the last equal to the code's channels"),
-    ("model.num_res_blocks", -1, "must be ≥ 0"),
-    ("model.critic_base_width", 0, "must be ≥ 1"),
-    ("model.critic_max_blocks", 0, "must be ≥ 1"),
-    ("loss_weights.rec", -1.0, "finite number ≥ 0"),
-    ("loss_weights.gp", float("inf"), "finite number ≥ 0"),
-    ("optimizer.learning_rate", 0.0, "finite number > 0"),
-    ("optimizer.learning_rate", float("nan"), "finite number > 0"),
-    ("optimizer.b1", 1.0, "in [0, 1)"),
-    ("optimizer.b2", -0.1, "in [0, 1)"),
-    ("optimizer.decay_fraction", 1.5, "in [0, 1]"),
+  ("seed", -1, "must be from 0 to 2**31 - 1"),
+  ("image_size", 20, "multiple of 8"),
+  ("image_size", 512, "from 16 to 256"),
+  ("batch_size", 1, "at least 2 images"),
+  ("batch_size", 0, "at least 2 images"),
+  ("num_train_steps", 0, "must be ≥ 1, or -1"),
+  ("num_train_steps", -2, "must be ≥ 1, or -1"),
+  ("num_epochs", 0, "must be ≥ 1"),
+  ("num_epochs", -3, "must be ≥ 1"),
+  ("dtype", "float16", "choose one of float32, bfloat16"),
+  ("dtype", "int8", "choose one of float32, bfloat16"),
+  ("log_every_steps", 0, "must be ≥ 1"),
+  ("log_every_steps", -100, "must be ≥ 1"),
+  ("checkpoint_every_steps", 0, "must be ≥ 1"),
+  ("checkpoint_every_steps", -1, "must be ≥ 1"),
+  ("sample_every_steps", 0, "must be ≥ 1"),
+  ("keep_checkpoints", 0, "must be ≥ 1"),
+  ("num_sample_images", 0, "must be ≥ 1"),
+  ("eval_every_steps", -5, "must be ≥ 0 (0: never)"),
+  ("debug_nan_at_step", -1, "must be ≥ 0"),
+  ("dataset.attributes", ("identity", "expression", "identity"), "named twice"),
+  ("dataset.attributes", (), "is empty"),
+  ("dataset.num_workers", -2, "must be ≥ 0, or -1"),
+  ("model.encoder_widths", (4, 0, 8), "widths must be integers ≥ 1"),
+  ("model.encoder_widths", (4, 8), "needs 3 widths"),
+  ("model.decoder_up_widths", (8, -4), "widths must be integers ≥ 1"),
+  ("model.classifier_widths", (4, 4), "the last equal to the code's channels"),
+  ("model.num_res_blocks", -1, "must be ≥ 0"),
+  ("model.critic_base_width", 0, "must be ≥ 1"),
+  ("model.critic_max_blocks", 0, "must be ≥ 1"),
+  ("loss_weights.rec", -1.0, "finite number ≥ 0"),
+  ("loss_weights.gp", float("inf"), "finite number ≥ 0"),
+  ("optimizer.learning_rate", 0.0, "finite number > 0"),
+  ("optimizer.learning_rate", float("nan"), "finite number > 0"),
+  ("optimizer.b1", 1.0, "in [0, 1)"),
+  ("optimizer.b2", -0.1, "in [0, 1)"),
+  ("optimizer.decay_fraction", 1.5, "in [0, 1]"),
 ]
 
 
@@ -159,6 +193,7 @@ def test_every_unworkable_field_is_one_line_naming_it(synthetic_data_dir, tmp_pa
   with one line that starts with the field and its value."""
   from attrdis import configuration  # pylint: disable=g-import-not-at-top
   from attrdis import errors  # pylint: disable=g-import-not-at-top
+
   good = tiny_config()
   good.dataset.data_dir = synthetic_data_dir
   configuration.validate(good)
@@ -186,15 +221,20 @@ def test_every_unworkable_field_is_one_line_naming_it(synthetic_data_dir, tmp_pa
 
 
 def test_cli_errors_are_one_line(tmp_path):
-  base = [sys.executable, os.path.join(ROOT, "run_train.py"),
-          f"--config={os.path.join(ROOT, 'configs', 'synthetic.py')}",
-          f"--workdir={tmp_path / 'w'}"]
-  proc = subprocess.run(base + ["--config.no_such_field=1"], capture_output=True, text=True,
-                        timeout=300)
+  base = [
+    sys.executable,
+    os.path.join(ROOT, "run_train.py"),
+    f"--config={os.path.join(ROOT, 'configs', 'synthetic.py')}",
+    f"--workdir={tmp_path / 'w'}",
+  ]
+  proc = subprocess.run(
+    base + ["--config.no_such_field=1"], capture_output=True, text=True, timeout=300
+  )
   assert proc.returncode != 0
   assert "no_such_field" in proc.stderr
-  proc = subprocess.run(base + ["--config.image_size=36"], capture_output=True, text=True,
-                        timeout=300)
+  proc = subprocess.run(
+    base + ["--config.image_size=36"], capture_output=True, text=True, timeout=300
+  )
   assert proc.returncode != 0
   assert proc.stderr.strip().splitlines()[-1].startswith("error: config.image_size=36")
   assert "Traceback" not in proc.stderr
@@ -209,8 +249,9 @@ def test_unwritable_workdir(tmp_path):
 
 def test_periodic_eval_is_logged(synthetic_data_dir, tmp_path, capsys):
   """config.eval_every_steps: the evaluator's cheap subset runs at every multiple and at the
-  end; its numbers are the ones evaluate.periodic_eval gives on the saved checkpoint."""
-  from attrdis import evaluate  # pylint: disable=g-import-not-at-top
+  end; its numbers are the ones suite.periodic_eval gives on the saved checkpoint."""
+  from attrdis.evaluation import suite  # pylint: disable=g-import-not-at-top
+
   config = tiny_config()
   config.dataset.data_dir = synthetic_data_dir
   config.num_train_steps = 3
@@ -225,9 +266,8 @@ def test_periodic_eval_is_logged(synthetic_data_dir, tmp_path, capsys):
   assert [l.split(":")[0] for l in printed] == ["eval 2", "eval 3"]
   for step in (2, 3):
     trained = checkpoints.load_trained(workdir, step)
-    expected = evaluate.periodic_eval(trained.config, workdir, trained.models, trained.params,
-                                      step)
-    got = {k[len("eval/"):]: v for k, v in evals[step].items() if k.startswith("eval/")}
+    expected = suite.periodic_eval(trained.config, workdir, trained.models, trained.params, step)
+    got = {k[len("eval/") :]: v for k, v in evals[step].items() if k.startswith("eval/")}
     assert sorted(got) == sorted(expected)
     assert "recon/l1" in got and "gt/expression/l1" in got and "gt/expression/l1_source" in got
     for k, v in expected.items():
@@ -236,6 +276,7 @@ def test_periodic_eval_is_logged(synthetic_data_dir, tmp_path, capsys):
 
 def test_metrics_rows_are_readable_while_the_run_goes_on(tmp_path):
   from attrdis import jsonl_writer  # pylint: disable=g-import-not-at-top
+
   path = str(tmp_path / "m" / "metrics.jsonl")
   writer = jsonl_writer.JsonlWriter(path)
   writer.write_scalars(3, {"loss": np.float32(1.5), "acc": 0.25})

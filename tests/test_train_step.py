@@ -24,8 +24,8 @@ def setup():
   state = ts.create_train_state(models, config.seed)
   rng = np.random.default_rng(0)
   batch = {
-      "image": rng.uniform(-1, 1, (8, 16, 16, 3)).astype(np.float32),
-      "label": np.stack([rng.integers(0, n, 8) for n in NUM_CLASSES], 1).astype(np.int32),
+    "image": rng.uniform(-1, 1, (8, 16, 16, 3)).astype(np.float32),
+    "label": np.stack([rng.integers(0, n, 8) for n in NUM_CLASSES], 1).astype(np.int32),
   }
   return config, models, state, batch
 
@@ -58,8 +58,9 @@ def test_step_decodes_the_permuted_codes(setup):
   x = jnp.asarray(batch["image"])
   labels = [jnp.asarray(batch["label"][:, m]) for m in range(2)]
   perms, alpha = step_lib.draw_randomness(jax.random.key(7), 8, 2)
-  _, metrics = step_lib.compute_losses(models, state.params, x, labels, perms, alpha,
-                                       config.loss_weights)
+  _, metrics = step_lib.compute_losses(
+    models, state.params, x, labels, perms, alpha, config.loss_weights
+  )
   gen = state.params["gen"]
   codes = sampling.encode(models, gen, x)
   x_trn = sampling.decode(models, gen, [codes[0][perms[0]], codes[1][perms[1]], codes[2]])
@@ -69,8 +70,9 @@ def test_step_decodes_the_permuted_codes(setup):
   d_fake = models.critic.apply({"params": state.params["critic"]}, x_trn)
   assert float(metrics["adv_g"]) == pytest.approx(-float(jnp.mean(d_fake)), rel=1e-5)
   x_rec = sampling.decode(models, gen, codes)
-  assert float(metrics["rec"]) == pytest.approx(float(losses.reconstruction_loss(x, x_rec)),
-                                                rel=1e-5)
+  assert float(metrics["rec"]) == pytest.approx(
+    float(losses.reconstruction_loss(x, x_rec)), rel=1e-5
+  )
 
 
 def test_per_attribute_accuracies_by_hand(setup):
@@ -85,8 +87,9 @@ def test_per_attribute_accuracies_by_hand(setup):
   labels = [jnp.argmax(real_logits[0], -1), jnp.asarray(batch["label"][:, 1])]
   perms, alpha = step_lib.draw_randomness(jax.random.key(5), 8, 2)
   names = ("identity", "expression")
-  _, metrics = step_lib.compute_losses(models, state.params, x, labels, perms, alpha,
-                                       config.loss_weights, names)
+  _, metrics = step_lib.compute_losses(
+    models, state.params, x, labels, perms, alpha, config.loss_weights, names
+  )
   gen = state.params["gen"]
   codes = sampling.encode(models, gen, x)
   x_trn = sampling.decode(models, gen, [codes[0][perms[0]], codes[1][perms[1]], codes[2]])
@@ -94,9 +97,9 @@ def test_per_attribute_accuracies_by_hand(setup):
   for m, a in enumerate(names):
     latent = models.cls.apply({"params": cls}, codes[m], m, method="latent_one")
     want = {
-        "acc_real": np.mean(np.argmax(real_logits[m], -1) == np.asarray(labels[m])),
-        "acc_latent": np.mean(np.argmax(latent, -1) == np.asarray(labels[m])),
-        "acc_trn": np.mean(np.argmax(trn_logits[m], -1) == np.asarray(labels[m])[perms[m]]),
+      "acc_real": np.mean(np.argmax(real_logits[m], -1) == np.asarray(labels[m])),
+      "acc_latent": np.mean(np.argmax(latent, -1) == np.asarray(labels[m])),
+      "acc_trn": np.mean(np.argmax(trn_logits[m], -1) == np.asarray(labels[m])[perms[m]]),
     }
     for k, v in want.items():
       # A count of 8 images: exact multiples of 1/8.
@@ -104,7 +107,8 @@ def test_per_attribute_accuracies_by_hand(setup):
   assert float(metrics["acc_real/identity"]) == 1.0  # the labels were its own argmax
   for k in ("acc_real", "acc_latent", "acc_trn"):
     assert float(metrics[k]) == pytest.approx(
-        (float(metrics[f"{k}/identity"]) + float(metrics[f"{k}/expression"])) / 2, abs=1e-7)
+      (float(metrics[f"{k}/identity"]) + float(metrics[f"{k}/expression"])) / 2, abs=1e-7
+    )
 
 
 def test_each_group_gets_exactly_its_own_loss_gradient(setup):
@@ -113,13 +117,15 @@ def test_each_group_gets_exactly_its_own_loss_gradient(setup):
   labels = [jnp.asarray(batch["label"][:, m]) for m in range(2)]
   perms, alpha = step_lib.draw_randomness(jax.random.key(1), 8, 2)
   args = (x, labels, perms, alpha, config.loss_weights)
-  combined = jax.jit(lambda p: jax.grad(step_lib.compute_losses, argnums=1, has_aux=True)(
-      models, p, *args)[0])(state.params)
+  combined = jax.jit(
+    lambda p: jax.grad(step_lib.compute_losses, argnums=1, has_aux=True)(models, p, *args)[0]
+  )(state.params)
 
   def loss_of(group, name):
     def f(p):
       params = dict(state.params, **{group: p})
       return step_lib.compute_losses(models, params, *args)[1][name]
+
     return jax.jit(jax.grad(f))(state.params[group])
 
   for group, name in (("gen", "loss_g"), ("critic", "loss_d"), ("cls", "loss_c")):
@@ -143,13 +149,30 @@ def test_step_updates_all_groups_and_is_pure(setup):
   for a, b in zip(jax.tree.leaves(s1), jax.tree.leaves(s2)):
     np.testing.assert_array_equal(a, b)
   for g in ts.GROUPS:
-    moved = [float(jnp.abs(a - b).max()) for a, b in
-             zip(jax.tree.leaves(s1.params[g]), jax.tree.leaves(state.params[g]))]
+    moved = [
+      float(jnp.abs(a - b).max())
+      for a, b in zip(jax.tree.leaves(s1.params[g]), jax.tree.leaves(state.params[g]))
+    ]
     assert max(moved) > 0, g
-  expected = {"loss_g", "loss_d", "loss_c", "rec", "cls_x", "dis", "cls_trn", "adv_g",
-              "wasserstein", "gp", "acc_real", "acc_latent", "acc_trn", "learning_rate"}
-  expected |= {f"{k}/{a}" for k in ("acc_real", "acc_latent", "acc_trn")
-               for a in config.dataset.attributes}
+  expected = {
+    "loss_g",
+    "loss_d",
+    "loss_c",
+    "rec",
+    "cls_x",
+    "dis",
+    "cls_trn",
+    "adv_g",
+    "wasserstein",
+    "gp",
+    "acc_real",
+    "acc_latent",
+    "acc_trn",
+    "learning_rate",
+  }
+  expected |= {
+    f"{k}/{a}" for k in ("acc_real", "acc_latent", "acc_trn") for a in config.dataset.attributes
+  }
   assert expected <= set(m1)
   assert all(np.isfinite(float(v)) for v in m1.values())
   assert float(m1["learning_rate"]) == pytest.approx(config.optimizer.learning_rate)
@@ -175,8 +198,9 @@ def test_four_devices_equal_one_device(setup):
     s, m = fn(s, b)
     results.append((jax.device_get(s), jax.device_get(m)))
   (s1, m1), (s4, m4) = results
-  for a, b, p0 in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s4.params),
-                      jax.tree.leaves(state.params)):
+  for a, b, p0 in zip(
+    jax.tree.leaves(s1.params), jax.tree.leaves(s4.params), jax.tree.leaves(state.params)
+  ):
     np.testing.assert_allclose(a - p0, b - p0, rtol=1e-3, atol=1e-6)
   for k in m1:
     assert float(m1[k]) == pytest.approx(float(m4[k]), rel=1e-4, abs=1e-6), k

@@ -55,8 +55,9 @@ def expression_colour(expression: str) -> tuple[int, int, int]:
   return _colour("expression:" + expression)
 
 
-def paint(size: tuple[int, int], box: tuple[int, int, int, int], top, bottom,
-          mark_fraction: float) -> Image.Image:
+def paint(
+  size: tuple[int, int], box: tuple[int, int, int, int], top, bottom, mark_fraction: float
+) -> Image.Image:
   """The fixture image: MAGENTA outside ``box``, three bands inside (see module doc)."""
   width, height = size
   a = np.empty((height, width, 3), np.uint8)
@@ -67,7 +68,7 @@ def paint(size: tuple[int, int], box: tuple[int, int, int, int], top, bottom,
   a[up:t1, left:right] = top
   a[t1:t2, left:right] = LIGHT
   mark = max(1, round((right - left) * mark_fraction))
-  a[t1:t2, left:left + mark] = DARK
+  a[t1:t2, left : left + mark] = DARK
   a[t2:down, left:right] = bottom
   return Image.fromarray(a)
 
@@ -79,18 +80,27 @@ def _ids(subjects) -> list[int]:
 # ------------------------------------------------------------------------------------- MultiPIE
 
 MULTIPIE_RECORDINGS = {  # (session, recording) -> expression, the vendor's protocol
-    (1, 1): "neutral", (1, 2): "smile",
-    (2, 1): "neutral", (2, 2): "surprise", (2, 3): "squint",
-    (3, 1): "neutral", (3, 2): "smile", (3, 3): "disgust",
-    (4, 1): "neutral", (4, 2): "neutral", (4, 3): "scream",
+  (1, 1): "neutral",
+  (1, 2): "smile",
+  (2, 1): "neutral",
+  (2, 2): "surprise",
+  (2, 3): "squint",
+  (3, 1): "neutral",
+  (3, 2): "smile",
+  (3, 3): "disgust",
+  (4, 1): "neutral",
+  (4, 2): "neutral",
+  (4, 3): "scream",
 }
 
 
 def multipie_file_name(subject: int, session: int, recording: int, illumination: int) -> str:
   """'session01/multiview/001/01/05_1/001_01_01_051_00.png' (relative to the manual dir)."""
   s = f"{subject:03d}"
-  return (f"session{session:02d}/multiview/{s}/{recording:02d}/05_1/"
-          f"{s}_{session:02d}_{recording:02d}_051_{illumination:02d}.png")
+  return (
+    f"session{session:02d}/multiview/{s}/{recording:02d}/05_1/"
+    f"{s}_{session:02d}_{recording:02d}_051_{illumination:02d}.png"
+  )
 
 
 def multipie_crop_box(width: int, height: int) -> tuple[int, int, int, int]:
@@ -100,10 +110,14 @@ def multipie_crop_box(width: int, height: int) -> tuple[int, int, int, int]:
   return (left, 0, left + side, side)
 
 
-def make_multipie_fixture(root, subjects: int | Iterable[int] = 12, *,
-                          sessions: Sequence[int] = (1, 2, 3, 4),
-                          illuminations: Sequence[int] = (0, 7, 14),
-                          size: tuple[int, int] = (64, 48)) -> pathlib.Path:
+def make_multipie_fixture(
+  root,
+  subjects: int | Iterable[int] = 12,
+  *,
+  sessions: Sequence[int] = (1, 2, 3, 4),
+  illuminations: Sequence[int] = (0, 7, 14),
+  size: tuple[int, int] = (64, 48),
+) -> pathlib.Path:
   """MultiPIE's layout, camera 05_1 only: every recording of ``sessions`` for every subject.
 
   ``subjects``: a count n (subjects 001..n) or subject numbers. ``size`` is (width, height);
@@ -119,8 +133,13 @@ def make_multipie_fixture(root, subjects: int | Iterable[int] = 12, *,
       for illumination in illuminations:
         path = root / multipie_file_name(subject, session, recording, illumination)
         path.parent.mkdir(parents=True, exist_ok=True)
-        paint(size, box, subject_colour(f"{subject:03d}"), expression_colour(expression),
-              (1 + illumination % 4) / 8).save(path, format="PNG")
+        paint(
+          size,
+          box,
+          subject_colour(f"{subject:03d}"),
+          expression_colour(expression),
+          (1 + illumination % 4) / 8,
+        ).save(path, format="PNG")
   return root
 
 
@@ -154,10 +173,14 @@ def bu3dfe_crop_box(width: int, height: int) -> tuple[int, int, int, int]:
   return (left, up, left + side, up + side)
 
 
-def make_bu3dfe_fixture(root, subjects: int | Iterable[str] = 12, *,
-                        expressions: Sequence[str] = BU3DFE_EXPRESSIONS,
-                        intensities: Sequence[int] = (1, 2, 3, 4),
-                        size: tuple[int, int] = (32, 32)) -> pathlib.Path:
+def make_bu3dfe_fixture(
+  root,
+  subjects: int | Iterable[str] = 12,
+  *,
+  expressions: Sequence[str] = BU3DFE_EXPRESSIONS,
+  intensities: Sequence[int] = (1, 2, 3, 4),
+  size: tuple[int, int] = (32, 32),
+) -> pathlib.Path:
   """BU-3DFE's 2D frontal textures: ``F0001/F0001_AN01WH_F2D.bmp``.
 
   ``subjects``: a count n (see ``bu3dfe_subjects``) or subject ids. Neutral ('NE') has the
@@ -169,11 +192,12 @@ def make_bu3dfe_fixture(root, subjects: int | Iterable[str] = 12, *,
   box = bu3dfe_crop_box(*size)
   for subject in ids:
     for expression in expressions:
-      for intensity in ((0,) if expression == "NE" else intensities):
+      for intensity in (0,) if expression == "NE" else intensities:
         path = root / bu3dfe_file_name(subject, expression, intensity)
         path.parent.mkdir(parents=True, exist_ok=True)
-        paint(size, box, subject_colour(subject), expression_colour(expression),
-              (1 + intensity) / 8).save(path, format="BMP")
+        paint(
+          size, box, subject_colour(subject), expression_colour(expression), (1 + intensity) / 8
+        ).save(path, format="BMP")
   return root
 
 
@@ -181,8 +205,16 @@ def make_bu3dfe_fixture(root, subjects: int | Iterable[str] = 12, *,
 
 RAFD_TEST_SUBJECTS = (1, 2, 3, 4, 5, 7, 8, 64)
 RAFD_POSES = ("000", "045", "090", "135", "180")
-RAFD_EXPRESSIONS = ("angry", "contemptuous", "disgusted", "fearful", "happy", "neutral", "sad",
-                    "surprised")
+RAFD_EXPRESSIONS = (
+  "angry",
+  "contemptuous",
+  "disgusted",
+  "fearful",
+  "happy",
+  "neutral",
+  "sad",
+  "surprised",
+)
 RAFD_GAZES = ("frontal", "left", "right")
 
 
@@ -211,11 +243,15 @@ def rafd_crop_box(width: int, height: int) -> tuple[int, int, int, int]:
   return (left, up, left + side, up + side)
 
 
-def make_rafd_fixture(root, subjects: int | Iterable[int] = 12, *,
-                      poses: Sequence[str] = ("090",),
-                      expressions: Sequence[str] = RAFD_EXPRESSIONS,
-                      gazes: Sequence[str] = RAFD_GAZES,
-                      size: tuple[int, int] = (43, 64)) -> pathlib.Path:
+def make_rafd_fixture(
+  root,
+  subjects: int | Iterable[int] = 12,
+  *,
+  poses: Sequence[str] = ("090",),
+  expressions: Sequence[str] = RAFD_EXPRESSIONS,
+  gazes: Sequence[str] = RAFD_GAZES,
+  size: tuple[int, int] = (43, 64),
+) -> pathlib.Path:
   """RaFD's flat folder of ``Rafd090_01_Caucasian_female_angry_frontal.jpg`` files.
 
   ``subjects``: a count n (see ``rafd_subjects``: 12 gives the 8 test subjects + 4) or subject
@@ -232,10 +268,19 @@ def make_rafd_fixture(root, subjects: int | Iterable[int] = 12, *,
     for pose in poses:
       for expression in expressions:
         for gaze in gazes:
-          img = paint(size, box, subject_colour(f"{subject:02d}"), expression_colour(expression),
-                      (1 + RAFD_GAZES.index(gaze)) / 8)
-          img.save(root / rafd_file_name(pose, subject, expression, gaze), format="JPEG",
-                   quality=95, subsampling=0)
+          img = paint(
+            size,
+            box,
+            subject_colour(f"{subject:02d}"),
+            expression_colour(expression),
+            (1 + RAFD_GAZES.index(gaze)) / 8,
+          )
+          img.save(
+            root / rafd_file_name(pose, subject, expression, gaze),
+            format="JPEG",
+            quality=95,
+            subsampling=0,
+          )
   return root
 
 
@@ -245,10 +290,11 @@ def make_rafd_fixture(root, subjects: int | Iterable[int] = 12, *,
 def build(builder_cls, manual_dir, data_dir, config: str | None = None, **kwargs):
   """Constructs ``builder_cls`` (array_record) and prepares it from ``manual_dir``."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  builder = builder_cls(config=config, data_dir=str(data_dir), file_format="array_record",
-                        **kwargs)
+
+  builder = builder_cls(config=config, data_dir=str(data_dir), file_format="array_record", **kwargs)
   builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
+    download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir))
+  )
   return builder
 
 
@@ -266,8 +312,9 @@ def read_split(builder, split: str) -> list[dict]:
   return sorted(records, key=lambda r: (r["file_name"], bool(r.get("flipped", False))))
 
 
-def painting_errors(image: np.ndarray, subject: str, expression: str, *, tolerance: int = 8,
-                    mirrored: bool = False) -> list[str]:
+def painting_errors(
+  image: np.ndarray, subject: str, expression: str, *, tolerance: int = 8, mirrored: bool = False
+) -> list[str]:
   """What is wrong with a preprocessed fixture image (an empty list if nothing).
 
   Checks that no MAGENTA from outside the vendor's crop got in, that the top rows have the
@@ -283,15 +330,19 @@ def painting_errors(image: np.ndarray, subject: str, expression: str, *, toleran
     ys, xs = np.nonzero(magenta)
     errors.append(f"{magenta.sum()} magenta pixel(s), e.g. at (x={xs[0]}, y={ys[0]})")
   k = max(1, s // 6)
-  for name, rows, want in (("top", a[1:k], subject_colour(subject)),
-                           ("bottom", a[s - k:s - 1], expression_colour(expression))):
+  for name, rows, want in (
+    ("top", a[1:k], subject_colour(subject)),
+    ("bottom", a[s - k : s - 1], expression_colour(expression)),
+  ):
     got = np.median(rows.reshape(-1, 3), axis=0)
     if np.abs(got - np.asarray(want)).max() > tolerance:
       errors.append(f"{name} rows have colour {got.tolist()}, expected {list(want)}")
   middle = a[s // 2]
-  left, right = middle[: max(1, s // 32)].mean(), middle[-max(1, s // 32):].mean()
+  left, right = middle[: max(1, s // 32)].mean(), middle[-max(1, s // 32) :].mean()
   dark_side, light_side = (right, left) if mirrored else (left, right)
   if not dark_side < 90 < 170 < light_side:
-    errors.append(f"middle band: left mean {left:.0f}, right mean {right:.0f} "
-                  f"(dark strip expected on the {'right' if mirrored else 'left'})")
+    errors.append(
+      f"middle band: left mean {left:.0f}, right mean {right:.0f} "
+      f"(dark strip expected on the {'right' if mirrored else 'left'})"
+    )
   return errors

@@ -15,32 +15,41 @@ import collections
 import dataclasses
 import pathlib
 import re
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
 
-from attrdis import vendor_data
+from attrdis_datasets import vendor
 
 DATASET = "bu3dfe"
 EXPRESSION_OF_CODE = {
-    "AN": "anger", "DI": "disgust", "FE": "fear", "HA": "happiness", "NE": "neutral",
-    "SA": "sadness", "SU": "surprise",
+  "AN": "anger",
+  "DI": "disgust",
+  "FE": "fear",
+  "HA": "happiness",
+  "NE": "neutral",
+  "SA": "sadness",
+  "SU": "surprise",
 }
 EXPRESSIONS = tuple(EXPRESSION_OF_CODE[c] for c in sorted(EXPRESSION_OF_CODE))
 INTENSITIES = (1, 2, 3, 4)  # neutral has the single intensity 00
 SEXES = ("female", "male")
 NUM_TEST_SUBJECTS = 10
 TEST_SPLIT_SEED = 0
-TEST_SPLIT_RULE = (f"the first {NUM_TEST_SUBJECTS} subjects of "
-                   f"numpy.random.default_rng({TEST_SPLIT_SEED}).permutation(sorted subject ids) "
-                   "form the test split; all others train")
+TEST_SPLIT_RULE = (
+  f"the first {NUM_TEST_SUBJECTS} subjects of "
+  f"numpy.random.default_rng({TEST_SPLIT_SEED}).permutation(sorted subject ids) "
+  "form the test split; all others train"
+)
 SHAVE = 2  # px, on every side, at any resolution (the vendor's images are 512×512)
 SCHEME = "SUBJECT/SUBJECT_EEIIRR_F2D.bmp (e.g. F0001/F0001_AN01WH_F2D.bmp)"
 
-_FILE_RE = re.compile(r"(?P<subject>[FM]\d{4})_(?P<code>[A-Z]{2})(?P<intensity>\d{2})"
-                      r"(?P<race>[A-Z]{2})_F2D\.(?i:bmp)")
+_FILE_RE = re.compile(
+  r"(?P<subject>[FM]\d{4})_(?P<code>[A-Z]{2})(?P<intensity>\d{2})"
+  r"(?P<race>[A-Z]{2})_F2D\.(?i:bmp)"
+)
 # The distribution's other files (3D models, 3D textures, landmarks...): left out by design.
 _OTHER_VENDOR_RE = re.compile(r"[FM]\d{4}_[A-Z]{2}\d{2}[A-Z]{2}_\w+\.\w+")
 _SUBJECT_DIR_RE = re.compile(r"[FM]\d{4}")
@@ -76,6 +85,7 @@ _CITATION = """\
 @dataclasses.dataclass
 class Bu3dfeConfig(tfds.core.BuilderConfig):
   """image_size: side of the stored images."""
+
   image_size: int = 128
 
 
@@ -104,18 +114,17 @@ def crop_box(width: int, height: int) -> tuple[int, int, int, int]:
     raise ValueError(f"image of {width}x{height} px is too small for a {SHAVE}-px shave")
   w, h = width - 2 * SHAVE, height - 2 * SHAVE
   side = min(w, h)
-  return vendor_data.clamp_box(SHAVE + (w - side) // 2, SHAVE + (h - side) // 2, side, width,
-                               height)
+  return vendor.clamp_box(SHAVE + (w - side) // 2, SHAVE + (h - side) // 2, side, width, height)
 
 
 def preprocess_image(img: Image.Image, image_size: int) -> np.ndarray:
   """BU-3DFE's preprocessing: crop_box (2-px shave), Lanczos resize, RGB uint8."""
-  return vendor_data.crop_resize(img, crop_box(*img.size), image_size)
+  return vendor.crop_resize(img, crop_box(*img.size), image_size)
 
 
 def scan(root: pathlib.Path) -> Scan:
   """Lists the manual dir: the 2D frontal textures and what was not used."""
-  files, _ = vendor_data.walk_files(root)
+  files, _ = vendor.walk_files(root)
   records, unmatched, other = [], [], 0
   seen: set[tuple[str, str, int]] = set()
   for f in files:
@@ -129,10 +138,12 @@ def scan(root: pathlib.Path) -> Scan:
       continue
     subject, code, intensity = m["subject"], m["code"], int(m["intensity"])
     folder = parent.rpartition("/")[2]
-    ok = (code in EXPRESSION_OF_CODE
-          and (intensity == 0 if code == "NE" else intensity in INTENSITIES)
-          and (not _SUBJECT_DIR_RE.fullmatch(folder) or folder == subject)
-          and (subject, code, intensity) not in seen)
+    ok = (
+      code in EXPRESSION_OF_CODE
+      and (intensity == 0 if code == "NE" else intensity in INTENSITIES)
+      and (not _SUBJECT_DIR_RE.fullmatch(folder) or folder == subject)
+      and (subject, code, intensity) not in seen
+    )
     if not ok:  # unknown code, impossible intensity, wrong subject folder or a second copy
       unmatched.append(f)
       continue
@@ -169,7 +180,7 @@ def split_subjects(subjects: list[str]) -> tuple[list[str], list[str]]:
   return [s for s in subjects if s not in test], test
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(vendor.VendorBuilder):
   """BU-3DFE 2D frontal textures; labels identity and expression.
 
   ``skip_bad_images=True`` skips unreadable images (listed in
@@ -177,92 +188,81 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   """
 
   name = "bu3dfe"
+  DATASET = DATASET
+  SCHEME = SCHEME
+  TEST_SPLIT_RULE = TEST_SPLIT_RULE
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First release."}
   BUILDER_CONFIGS = [
-      Bu3dfeConfig(name="default", image_size=128, description="All 2D frontal textures; 128 px."),
-      Bu3dfeConfig(name="default_64", image_size=64, description="All 2D frontal textures; 64 px."),
+    Bu3dfeConfig(name="default", image_size=128, description="All 2D frontal textures; 128 px."),
+    Bu3dfeConfig(name="default_64", image_size=64, description="All 2D frontal textures; 64 px."),
   ]
   DEFAULT_CONFIG_NAME = "default"
   MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS
 
-  def __init__(self, *, skip_bad_images: bool = False, file_format=None, **kwargs):
-    super().__init__(file_format=file_format or "array_record", **kwargs)
-    self.skip_bad_images = bool(skip_bad_images)
-    self._original_state["skip_bad_images"] = self.skip_bad_images
-
   def _info(self) -> tfds.core.DatasetInfo:
     size = self.builder_config.image_size
     return tfds.core.DatasetInfo(
-        builder=self,
-        description=(
-            "BU-3DFE 2D frontal textures (*_F2D.bmp). Labels: identity (the subjects found, "
-            "named by subject id), expression (" + ", ".join(
-                f"{c} {e}" for c, e in sorted(EXPRESSION_OF_CODE.items())) + "). Metadata: "
-            "intensity (0 for neutral, 1-4), race (the file name's two-letter code), sex (F/M "
-            f"of the subject id). Test split: {TEST_SPLIT_RULE} (the ids are listed in the "
-            f"metadata 'test_subjects'). Images: a {SHAVE}-px border shaved off (then the "
-            f"centred square of a non-square frame), Lanczos-resized to {size}. file_name is "
-            "the source file relative to the manual dir."),
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(size, size, 3), encoding_format="png"),
-            "identity": tfds.features.ClassLabel(),  # names: the subjects, set when built
-            "expression": tfds.features.ClassLabel(names=list(EXPRESSIONS)),
-            "intensity": tfds.features.Scalar(np.int32),
-            "race": tfds.features.Text(),
-            "sex": tfds.features.ClassLabel(names=list(SEXES)),
-            "file_name": tfds.features.Text(),
-        }),
-        homepage="https://www.cs.binghamton.edu/~lijun/Research/3DFE/3DFE_Analysis.html",
-        citation=_CITATION,
-        metadata=tfds.core.MetadataDict(),
+      builder=self,
+      description=(
+        "BU-3DFE 2D frontal textures (*_F2D.bmp). Labels: identity (the subjects found, "
+        "named by subject id), expression ("
+        + ", ".join(f"{c} {e}" for c, e in sorted(EXPRESSION_OF_CODE.items()))
+        + "). Metadata: "
+        "intensity (0 for neutral, 1-4), race (the file name's two-letter code), sex (F/M "
+        f"of the subject id). Test split: {TEST_SPLIT_RULE} (the ids are listed in the "
+        f"metadata 'test_subjects'). Images: a {SHAVE}-px border shaved off (then the "
+        f"centred square of a non-square frame), Lanczos-resized to {size}. file_name is "
+        "the source file relative to the manual dir."
+      ),
+      features=tfds.features.FeaturesDict(
+        {
+          "image": tfds.features.Image(shape=(size, size, 3), encoding_format="png"),
+          "identity": tfds.features.ClassLabel(),  # names: the subjects, set when built
+          "expression": tfds.features.ClassLabel(names=list(EXPRESSIONS)),
+          "intensity": tfds.features.Scalar(np.int32),
+          "race": tfds.features.Text(),
+          "sex": tfds.features.ClassLabel(names=list(SEXES)),
+          "file_name": tfds.features.Text(),
+        }
+      ),
+      homepage="https://www.cs.binghamton.edu/~lijun/Research/3DFE/3DFE_Analysis.html",
+      citation=_CITATION,
+      metadata=tfds.core.MetadataDict(),
     )
 
-  def _split_generators(self, dl_manager):
-    config = self.builder_config
-    root = vendor_data.resolve_manual_dir(dl_manager, DATASET, self.MANUAL_DOWNLOAD_INSTRUCTIONS)
-    found = scan(root)
-    if not found.records:
-      raise vendor_data.no_matching_files_error(
-          DATASET, root, found.unmatched, SCHEME, self.MANUAL_DOWNLOAD_INSTRUCTIONS,
-          left_out=f"{found.other_vendor_files} other BU-3DFE file(s) (3D models, ...)")
-    meta = self.info.metadata
-    meta["unmatched_files"] = vendor_data.report_unmatched(DATASET, root, found.unmatched, SCHEME)
-    meta["left_out"] = {"other_vendor_files": vendor_data.report_ignored(
-        DATASET, found.other_vendor_files, "other BU-3DFE files (3D models, textures, ...)")}
-    meta["incomplete_subjects"] = vendor_data.report_incomplete(
-        DATASET, find_incomplete(found.records))
+  def scan(self, root: pathlib.Path) -> Scan:
+    return scan(root)
 
-    subjects = sorted({r.subject for r in found.records})
-    train, test = split_subjects(subjects)
-    vendor_data.check_split_subjects(DATASET, train, test, TEST_SPLIT_RULE)
-    meta["test_subjects"] = test
-    meta["test_split_rule"] = TEST_SPLIT_RULE
-    identity = self.info.features["identity"]
-    if identity.num_classes is None:
-      identity.names = subjects
-    self._reader = vendor_data.ImageReader(
-        DATASET, lambda img: preprocess_image(img, config.image_size),
-        skip_bad_images=self.skip_bad_images, metadata=meta)
-    test_set = set(test)
+  def left_out_phrase(self, found: Scan) -> str:
+    return f"{found.other_vendor_files} other BU-3DFE file(s) (3D models, ...)"
+
+  def left_out(self, found: Scan) -> dict[str, Any]:
     return {
-        "train": self._generate_examples(
-            root, [r for r in found.records if r.subject not in test_set]),
-        "test": self._generate_examples(
-            root, [r for r in found.records if r.subject in test_set]),
+      "other_vendor_files": vendor.report_ignored(
+        DATASET, found.other_vendor_files, "other BU-3DFE files (3D models, textures, ...)"
+      )
     }
 
-  def _generate_examples(self, root: pathlib.Path, records: list[Record]):
-    for r in records:
-      image = self._reader.read(root / r.file_name, r.file_name)
-      if image is None:
-        continue
-      yield r.file_name, {
-          "image": vendor_data.png_bytes(image),
-          "identity": r.subject,
-          "expression": EXPRESSION_OF_CODE[r.code],
-          "intensity": r.intensity,
-          "race": r.race,
-          "sex": SEXES[r.subject.startswith("M")],
-          "file_name": r.file_name,
-      }
+  def find_incomplete(self, records: list[Record]) -> dict[str, list[str]]:
+    return find_incomplete(records)
+
+  def split_subjects(self, subjects: list[str]) -> tuple[list[str], list[str]]:
+    return split_subjects(subjects)
+
+  def preprocess(self, img: Image.Image) -> np.ndarray:
+    return preprocess_image(img, self.builder_config.image_size)
+
+  def examples(self, r: Record, image: np.ndarray, train: bool):
+    yield (
+      r.file_name,
+      {
+        "image": vendor.png_bytes(image),
+        "identity": r.subject,
+        "expression": EXPRESSION_OF_CODE[r.code],
+        "intensity": r.intensity,
+        "race": r.race,
+        "sex": SEXES[r.subject.startswith("M")],
+        "file_name": r.file_name,
+      },
+    )

@@ -51,7 +51,7 @@ from PIL import ImageOps
 import tensorflow_datasets as tfds
 
 from attrdis import errors
-from attrdis import vendor_data
+from attrdis_datasets import vendor
 
 DATASET = "labelled_images"
 DEFAULT_LABELS_FILE = "labels.csv"
@@ -61,8 +61,18 @@ SPLITS = ("train", "test")
 IDENTITY = "identity"  # a column of this name holds people: never checked for unseen values
 # Feature names the builder uses itself, and "rest", the name of the code z_0.
 RESERVED = ("image", "file_name", "flipped", "rest")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
-                    ".pgm")
+IMAGE_EXTENSIONS = (
+  ".png",
+  ".jpg",
+  ".jpeg",
+  ".bmp",
+  ".gif",
+  ".tif",
+  ".tiff",
+  ".webp",
+  ".ppm",
+  ".pgm",
+)
 CROPS = ("center", "none")
 SPLIT_MODES = ("auto", "split", "random")  # or the name of a column
 FLIP_SUFFIX = "#flipped"  # key suffix of the mirrored training examples
@@ -86,7 +96,7 @@ class FolderDataError(errors.InputError):
   """Bad input in the folder; the message names the file and, for the CSV, the line."""
 
 
-class BadImageError(vendor_data.BadImageError, errors.InputError):
+class BadImageError(vendor.BadImageError, errors.InputError):
   """An image that is missing or cannot be read (and ``skip_bad_images`` is off)."""
 
 
@@ -111,6 +121,7 @@ class FolderConfig(tfds.core.BuilderConfig):
   flip: also store every training image mirrored left-right.
   flip_swap: classes exchanged in the mirrored images, ``"attribute:a=b"`` each.
   """
+
   labels_file: str = DEFAULT_LABELS_FILE
   class_attribute: str = "label"
   crop: str = "center"
@@ -140,10 +151,12 @@ class FolderConfig(tfds.core.BuilderConfig):
 
 
 _BASE_FIELDS = {f.name for f in dataclasses.fields(tfds.core.BuilderConfig)}
-OPTION_FIELDS = tuple(f.name for f in dataclasses.fields(FolderConfig)
-                      if f.name not in _BASE_FIELDS)
-DEFAULT_OPTIONS = {f.name: f.default for f in dataclasses.fields(FolderConfig)
-                   if f.name in OPTION_FIELDS}
+OPTION_FIELDS = tuple(
+  f.name for f in dataclasses.fields(FolderConfig) if f.name not in _BASE_FIELDS
+)
+DEFAULT_OPTIONS = {
+  f.name: f.default for f in dataclasses.fields(FolderConfig) if f.name in OPTION_FIELDS
+}
 
 
 def _json_value(v):
@@ -169,8 +182,10 @@ def parse_crop(crop: str) -> str | tuple[int, int, int, int]:
   except ValueError:
     box = ()
   if len(box) != 4 or box[0] < 0 or box[1] < 0 or box[2] <= box[0] or box[3] <= box[1]:
-    raise ValueError(f"crop={crop!r}: give center, none or a box left,top,right,bottom in "
-                     "pixels with left < right and top < bottom (e.g. 20,40,220,240)")
+    raise ValueError(
+      f"crop={crop!r}: give center, none or a box left,top,right,bottom in "
+      "pixels with left < right and top < bottom (e.g. 20,40,220,240)"
+    )
   return box  # type: ignore[return-value]
 
 
@@ -182,13 +197,15 @@ def parse_flip_swap(entries: Sequence[str]) -> dict[str, dict[str, str]]:
     a, eq, b = pair.partition("=")
     attribute, a, b = attribute.strip(), a.strip(), b.strip()
     if not sep or not eq or not attribute or not a or not b or a == b:
-      raise ValueError(f"flip_swap entry {entry!r}: write attribute:class=class, e.g. "
-                       "gaze:left=right")
+      raise ValueError(
+        f"flip_swap entry {entry!r}: write attribute:class=class, e.g. gaze:left=right"
+      )
     table = swaps.setdefault(attribute, {})
     for x in (a, b):
       if x in table:
-        raise ValueError(f"flip_swap entry {entry!r}: {attribute} class {x!r} is already "
-                         "swapped by another entry")
+        raise ValueError(
+          f"flip_swap entry {entry!r}: {attribute} class {x!r} is already swapped by another entry"
+        )
     table[a], table[b] = b, a
   return swaps
 
@@ -198,13 +215,14 @@ def check_options(options: Mapping[str, Any]) -> None:
   o = dict(DEFAULT_OPTIONS, **options)
   unknown = sorted(set(options) - set(OPTION_FIELDS))
   if unknown:
-    raise ValueError(f"{unknown[0]}: no such option (the options are "
-                     f"{', '.join(OPTION_FIELDS)})")
+    raise ValueError(f"{unknown[0]}: no such option (the options are {', '.join(OPTION_FIELDS)})")
   if not str(o["labels_file"]).strip() or os.path.isabs(str(o["labels_file"])):
     raise ValueError(f"labels_file={o['labels_file']!r}: give a file name inside the folder")
   if _BAD_NAME.search(str(o["class_attribute"])) or not o["class_attribute"]:
-    raise ValueError(f"class_attribute={o['class_attribute']!r}: must be a name without "
-                     "spaces, commas, brackets or quotes")
+    raise ValueError(
+      f"class_attribute={o['class_attribute']!r}: must be a name without "
+      "spaces, commas, brackets or quotes"
+    )
   parse_crop(o["crop"])
   size = o["image_size"]
   if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
@@ -212,15 +230,24 @@ def check_options(options: Mapping[str, Any]) -> None:
   if not str(o["split_by"]).strip():
     raise ValueError(f"split_by={o['split_by']!r}: give auto, split, random or a column name")
   t = o["test_size"]
-  if isinstance(t, bool) or not isinstance(t, (int, float)) or not np.isfinite(t) or t <= 0 or (
-      t >= 1 and float(t) != int(t)):
-    raise ValueError(f"test_size={t!r}: give a fraction in (0, 1) or a whole number >= 1 of "
-                     "values (or images) to hold out")
+  if (
+    isinstance(t, bool)
+    or not isinstance(t, (int, float))
+    or not np.isfinite(t)
+    or t <= 0
+    or (t >= 1 and float(t) != int(t))
+  ):
+    raise ValueError(
+      f"test_size={t!r}: give a fraction in (0, 1) or a whole number >= 1 of "
+      "values (or images) to hold out"
+    )
   swaps = o["flip_swap"]
   parse_flip_swap((swaps,) if isinstance(swaps, str) and swaps else swaps or ())
   if swaps and not o["flip"]:
-    raise ValueError(f"flip_swap={tuple(swaps) if not isinstance(swaps, str) else swaps!r}: "
-                     "only used with flip=True")
+    raise ValueError(
+      f"flip_swap={tuple(swaps) if not isinstance(swaps, str) else swaps!r}: "
+      "only used with flip=True"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -239,8 +266,9 @@ def crop_box(width: int, height: int, crop) -> tuple[int, int, int, int]:
     return (left, top, left + side, top + side)
   left, top, right, bottom = crop
   if right > width or bottom > height:
-    raise ValueError(f"the crop box {left},{top},{right},{bottom} does not fit in the "
-                     f"{width}x{height} image")
+    raise ValueError(
+      f"the crop box {left},{top},{right},{bottom} does not fit in the {width}x{height} image"
+    )
   return (left, top, right, bottom)
 
 
@@ -248,7 +276,7 @@ def preprocess_image(img: Image.Image, image_size: int, crop="center") -> np.nda
   """The builder's preprocessing of one image: EXIF orientation applied, ``crop``, Lanczos
   resize to image_size², RGB uint8 (image_size, image_size, 3)."""
   img = ImageOps.exif_transpose(img) or img
-  return vendor_data.crop_resize(img, crop_box(*img.size, crop), image_size)
+  return vendor.crop_resize(img, crop_box(*img.size, crop), image_size)
 
 
 def preprocess_for(dataset_config):
@@ -304,16 +332,17 @@ def _listing(items: Sequence[str]) -> str:
 
 def _decode_utf8(data: bytes, path: pathlib.Path) -> str:
   if data.startswith(codecs.BOM_UTF8):
-    data = data[len(codecs.BOM_UTF8):]
+    data = data[len(codecs.BOM_UTF8) :]
   try:
     return data.decode("utf-8")
   except UnicodeDecodeError as e:
     line = data.count(b"\n", 0, e.start) + 1
     column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
     raise FolderDataError(
-        f"{DATASET}: {path} line {line} is not UTF-8 text (byte 0x{data[e.start]:02x} at "
-        f"character {column}); save the file as UTF-8 (\"CSV UTF-8\" in spreadsheet "
-        "programs)") from None
+      f"{DATASET}: {path} line {line} is not UTF-8 text (byte 0x{data[e.start]:02x} at "
+      f"character {column}); save the file as UTF-8 (\"CSV UTF-8\" in spreadsheet "
+      "programs)"
+    ) from None
 
 
 def _delimiter(header_line: str) -> str:
@@ -328,14 +357,20 @@ def _delimiter(header_line: str) -> str:
 
 def _check_column_name(name: str, path: pathlib.Path, index: int) -> None:
   if not name:
-    raise FolderDataError(f"{DATASET}: {path} line 1: column {index + 1} has no name; the "
-                          "header row names every column (file,<attribute>,...)")
+    raise FolderDataError(
+      f"{DATASET}: {path} line 1: column {index + 1} has no name; the "
+      "header row names every column (file,<attribute>,...)"
+    )
   if _BAD_NAME.search(name):
-    raise FolderDataError(f"{DATASET}: {path} line 1: column name {name!r} has spaces, "
-                          "commas, brackets or quotes; attribute names cannot")
+    raise FolderDataError(
+      f"{DATASET}: {path} line 1: column name {name!r} has spaces, "
+      "commas, brackets or quotes; attribute names cannot"
+    )
   if name in RESERVED:
-    raise FolderDataError(f"{DATASET}: {path} line 1: the column name {name!r} is reserved "
-                          f"({', '.join(RESERVED)}); rename the column")
+    raise FolderDataError(
+      f"{DATASET}: {path} line 1: the column name {name!r} is reserved "
+      f"({', '.join(RESERVED)}); rename the column"
+    )
 
 
 def read_header(path: pathlib.Path) -> tuple[list[str], str, str]:
@@ -347,8 +382,9 @@ def read_header(path: pathlib.Path) -> tuple[list[str], str, str]:
   text = _decode_utf8(data, path)
   first = text.splitlines()[0] if text.strip() else ""
   if not first.strip():
-    raise FolderDataError(f"{DATASET}: {path} line 1 is empty; the first row names the "
-                          "columns: file,<attribute>,...")
+    raise FolderDataError(
+      f"{DATASET}: {path} line 1 is empty; the first row names the columns: file,<attribute>,..."
+    )
   delimiter = _delimiter(first)
   header = [c.strip() for c in next(csv.reader(io.StringIO(first), delimiter=delimiter))]
   for i, name in enumerate(header):
@@ -359,12 +395,16 @@ def read_header(path: pathlib.Path) -> tuple[list[str], str, str]:
       raise FolderDataError(f"{DATASET}: {path} line 1: the column {name!r} appears twice")
     seen.add(name)
   if FILE_COLUMN not in header:
-    raise FolderDataError(f"{DATASET}: {path} line 1: no {FILE_COLUMN!r} column (the header "
-                          f"is {','.join(header)}); the first row names the columns: "
-                          "file,<attribute>,...")
+    raise FolderDataError(
+      f"{DATASET}: {path} line 1: no {FILE_COLUMN!r} column (the header "
+      f"is {','.join(header)}); the first row names the columns: "
+      "file,<attribute>,..."
+    )
   if not [c for c in header if c not in (FILE_COLUMN, SPLIT_COLUMN)]:
-    raise FolderDataError(f"{DATASET}: {path} line 1: no attribute column (the header is "
-                          f"{','.join(header)}); add at least one column of labels")
+    raise FolderDataError(
+      f"{DATASET}: {path} line 1: no attribute column (the header is "
+      f"{','.join(header)}); add at least one column of labels"
+    )
   return header, delimiter, text
 
 
@@ -392,8 +432,9 @@ def read_csv(root: pathlib.Path, labels_file: str) -> Table:
       continue  # a blank line
     where = f"{DATASET}: {path} line {line}"
     if len(cells) != len(header):
-      raise FolderDataError(f"{where} has {len(cells)} cells; the header has {len(header)} "
-                            f"({','.join(header)})")
+      raise FolderDataError(
+        f"{where} has {len(cells)} cells; the header has {len(header)} ({','.join(header)})"
+      )
     values = dict(zip(header, cells))
     for c in header:
       if "\n" in values[c] or "\r" in values[c]:
@@ -402,22 +443,26 @@ def read_csv(root: pathlib.Path, labels_file: str) -> Table:
       raise FolderDataError(f"{where}: the file cell is empty")
     file = _normalise_file(values[FILE_COLUMN])
     if file is None:
-      raise FolderDataError(f"{where}: the file {values[FILE_COLUMN]!r} is outside the folder; "
-                            "give paths relative to the folder")
+      raise FolderDataError(
+        f"{where}: the file {values[FILE_COLUMN]!r} is outside the folder; "
+        "give paths relative to the folder"
+      )
     if file in first_line:
-      raise FolderDataError(f"{where}: the file {file} is listed again (first on line "
-                            f"{first_line[file]}); give each image one row")
+      raise FolderDataError(
+        f"{where}: the file {file} is listed again (first on line "
+        f"{first_line[file]}); give each image one row"
+      )
     first_line[file] = line
     for c in columns:
       if not values[c]:
-        raise FolderDataError(f"{where}: the {c} cell is empty (an image needs a class for "
-                              "every attribute column)")
+        raise FolderDataError(
+          f"{where}: the {c} cell is empty (an image needs a class for every attribute column)"
+        )
     split = None
     if SPLIT_COLUMN in values:
       split = values[SPLIT_COLUMN].lower()
       if split not in SPLITS:
-        raise FolderDataError(f"{where}: split {values[SPLIT_COLUMN]!r} is neither train nor "
-                              "test")
+        raise FolderDataError(f"{where}: split {values[SPLIT_COLUMN]!r} is neither train nor test")
     rows.append(Row(line, file, {c: values[c] for c in columns}, split))
   if not rows:
     raise FolderDataError(f"{DATASET}: {path} has a header but no rows")
@@ -426,7 +471,7 @@ def read_csv(root: pathlib.Path, labels_file: str) -> Table:
 
 def read_class_folders(root: pathlib.Path, attribute: str) -> Table:
   """One row per image under ``<root>/<class>/``; the class is the first folder's name."""
-  files, _ = vendor_data.walk_files(root)
+  files, _ = vendor.walk_files(root)
   classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
   rows, loose = [], []
   for f in files:
@@ -438,15 +483,18 @@ def read_class_folders(root: pathlib.Path, attribute: str) -> Table:
     rows.append(Row(0, f, {attribute: f.split("/", 1)[0]}))
   if not classes:
     raise FolderDataError(
-        f"{DATASET}: {root} has no {DEFAULT_LABELS_FILE} and no class sub-folders "
-        f"({len(loose)} image(s) directly in it). Give a labels file (file,<attribute>,...) or "
-        "one sub-folder per class.")
+      f"{DATASET}: {root} has no {DEFAULT_LABELS_FILE} and no class sub-folders "
+      f"({len(loose)} image(s) directly in it). Give a labels file (file,<attribute>,...) or "
+      "one sub-folder per class."
+    )
   have = {r.labels[attribute] for r in rows}
   empty = [c for c in classes if c not in have]
   if empty:
-    raise FolderDataError(f"{DATASET}: the class folder {root / empty[0]} has no images"
-                          f"{' (nor do ' + _listing(empty[1:]) + ')' if len(empty) > 1 else ''}; "
-                          f"add images ({', '.join(IMAGE_EXTENSIONS)}) or remove it")
+    raise FolderDataError(
+      f"{DATASET}: the class folder {root / empty[0]} has no images"
+      f"{' (nor do ' + _listing(empty[1:]) + ')' if len(empty) > 1 else ''}; "
+      f"add images ({', '.join(IMAGE_EXTENSIONS)}) or remove it"
+    )
   for c in classes:
     if "\n" in c or "\r" in c:
       raise FolderDataError(f"{DATASET}: the class folder name {c!r} holds a line break")
@@ -459,30 +507,36 @@ def scan(root: pathlib.Path, config: FolderConfig, skip_bad_images: bool = False
   if labels.is_file():
     table = read_csv(root, config.labels_file)
   elif config.labels_file != DEFAULT_LABELS_FILE:
-    raise FolderDataError(f"{DATASET}: the labels file {labels} does not exist "
-                          f"(labels_file={config.labels_file!r})")
+    raise FolderDataError(
+      f"{DATASET}: the labels file {labels} does not exist (labels_file={config.labels_file!r})"
+    )
   else:
     return read_class_folders(root, config.class_attribute)
   missing = [r for r in table.rows if not (root / r.file).is_file()]
   if missing:
     if not skip_bad_images:
       r = missing[0]
-      more = (f" ({len(missing)} rows name missing files: lines "
-              f"{_listing([m.line for m in missing])})" if len(missing) > 1 else "")
+      more = (
+        f" ({len(missing)} rows name missing files: lines {_listing([m.line for m in missing])})"
+        if len(missing) > 1
+        else ""
+      )
       raise BadImageError(
-          f"{DATASET}: {table.where(r)}: the image {root / r.file} does not exist{more}. Fix "
-          "the path or remove the row, or set skip_bad_images to skip such rows (they are then "
-          "listed in the dataset info metadata 'skipped_images').")
+        f"{DATASET}: {table.where(r)}: the image {root / r.file} does not exist{more}. Fix "
+        "the path or remove the row, or set skip_bad_images to skip such rows (they are then "
+        "listed in the dataset info metadata 'skipped_images')."
+      )
     for r in missing:
-      logging.warning("%s: skipped %s: the image %s does not exist", DATASET, table.where(r),
-                      root / r.file)
+      logging.warning(
+        "%s: skipped %s: the image %s does not exist", DATASET, table.where(r), root / r.file
+      )
       table.skipped.append({"file_name": r.file, "line": r.line, "error": "no such file"})
     gone = {id(r) for r in missing}
     table.rows = [r for r in table.rows if id(r) not in gone]
     if not table.rows:
       raise FolderDataError(f"{DATASET}: no image named in {table.path} exists")
   listed = {r.file for r in table.rows} | {m["file_name"] for m in table.skipped}
-  files, _ = vendor_data.walk_files(root)
+  files, _ = vendor.walk_files(root)
   table.unlisted = [f for f in files if _is_image(f) and not _hidden(f) and f not in listed]
   return table
 
@@ -505,8 +559,9 @@ def num_held_out(n: int, test_size: float, what: str) -> int:
   k = max(1, round(test_size * n)) if test_size < 1 else int(test_size)
   if n < 2 or k >= n:
     raise FolderDataError(
-        f"{DATASET}: test_size={test_size:g} holds out {k} of {n} {what}, which leaves "
-        f"{n - k} for training; both splits need at least one (lower test_size or add data)")
+      f"{DATASET}: test_size={test_size:g} holds out {k} of {n} {what}, which leaves "
+      f"{n - k} for training; both splits need at least one (lower test_size or add data)"
+    )
   return k
 
 
@@ -519,16 +574,22 @@ def split_mode(table: Table, split_by: str) -> str:
     return IDENTITY if IDENTITY in table.columns else "random"
   if mode == "split":
     if not table.has_split_column:
-      raise FolderDataError(f"{DATASET}: split_by='split' but {table.path} has no "
-                            f"{SPLIT_COLUMN!r} column (its columns: {', '.join(table.columns)})")
+      raise FolderDataError(
+        f"{DATASET}: split_by='split' but {table.path} has no "
+        f"{SPLIT_COLUMN!r} column (its columns: {', '.join(table.columns)})"
+      )
     return mode
   if table.has_split_column:
-    raise FolderDataError(f"{DATASET}: {table.path} has a {SPLIT_COLUMN!r} column, which fixes "
-                          f"the split, and split_by={mode!r} asks for another; remove the column "
-                          "or set split_by to auto")
+    raise FolderDataError(
+      f"{DATASET}: {table.path} has a {SPLIT_COLUMN!r} column, which fixes "
+      f"the split, and split_by={mode!r} asks for another; remove the column "
+      "or set split_by to auto"
+    )
   if mode != "random" and mode not in table.columns:
-    raise FolderDataError(f"{DATASET}: split_by={mode!r} is not a column of {table.source} "
-                          f"(its columns: {', '.join(table.columns)})")
+    raise FolderDataError(
+      f"{DATASET}: split_by={mode!r} is not a column of {table.source} "
+      f"(its columns: {', '.join(table.columns)})"
+    )
   return mode
 
 
@@ -539,29 +600,48 @@ def make_split(table: Table, config: FolderConfig) -> Split:
     test = [r for r in rows if r.split == "test"]
     train = [r for r in rows if r.split == "train"]
     if not test or not train:
-      raise FolderDataError(f"{DATASET}: the {SPLIT_COLUMN} column of {table.path} puts "
-                            f"{len(train)} image(s) in train and {len(test)} in test; both "
-                            "need at least one")
-    return Split(train, test, f"the {SPLIT_COLUMN} column of {table.source}", None, [],
-                 f"the {SPLIT_COLUMN} column")
+      raise FolderDataError(
+        f"{DATASET}: the {SPLIT_COLUMN} column of {table.path} puts "
+        f"{len(train)} image(s) in train and {len(test)} in test; both "
+        "need at least one"
+      )
+    return Split(
+      train,
+      test,
+      f"the {SPLIT_COLUMN} column of {table.source}",
+      None,
+      [],
+      f"the {SPLIT_COLUMN} column",
+    )
   rng = np.random.default_rng(int(config.split_seed))
   if mode == "random":
     k = num_held_out(len(rows), config.test_size, "images")
     chosen = set(rng.permutation(len(rows))[:k].tolist())
     test = [r for i, r in enumerate(rows) if i in chosen]
     train = [r for i, r in enumerate(rows) if i not in chosen]
-    return Split(train, test, f"{k} of the {len(rows)} images, drawn at random (split_seed "
-                 f"{config.split_seed}), form the test split", None, [],
-                 f"{k} of the {len(rows)} images drawn at random")
+    return Split(
+      train,
+      test,
+      f"{k} of the {len(rows)} images, drawn at random (split_seed "
+      f"{config.split_seed}), form the test split",
+      None,
+      [],
+      f"{k} of the {len(rows)} images drawn at random",
+    )
   values = sorted({r.labels[mode] for r in rows})
   k = num_held_out(len(values), config.test_size, f"{mode} values")
   test_values = sorted(values[i] for i in rng.permutation(len(values))[:k])
   held = set(test_values)
-  return Split([r for r in rows if r.labels[mode] not in held],
-               [r for r in rows if r.labels[mode] in held],
-               f"{k} of the {len(values)} {mode} values (drawn with split_seed "
-               f"{config.split_seed}) form the test split: {_listing(test_values)}; all others "
-               "train", mode, test_values, f"{k} of the {len(values)} {mode} values held out")
+  return Split(
+    [r for r in rows if r.labels[mode] not in held],
+    [r for r in rows if r.labels[mode] in held],
+    f"{k} of the {len(values)} {mode} values (drawn with split_seed "
+    f"{config.split_seed}) form the test split: {_listing(test_values)}; all others "
+    "train",
+    mode,
+    test_values,
+    f"{k} of the {len(values)} {mode} values held out",
+  )
 
 
 def check_test_classes(table: Table, split: Split) -> None:
@@ -577,27 +657,33 @@ def check_test_classes(table: Table, split: Split) -> None:
       value = r.labels[c]
       count = sum(1 for o in only if o.labels[c] == value)
       raise FolderDataError(
-          f"{DATASET}: {table.where(r)}: {c} {value!r} occurs only in the test split "
-          f"({count} image(s); test split: {split.kind}), so the model never sees "
-          "it in training; add training images of it, remove those rows, or change split_by, "
-          "test_size or split_seed")
+        f"{DATASET}: {table.where(r)}: {c} {value!r} occurs only in the test split "
+        f"({count} image(s); test split: {split.kind}), so the model never sees "
+        "it in training; add training images of it, remove those rows, or change split_by, "
+        "test_size or split_seed"
+      )
 
 
 def class_names(table: Table) -> dict[str, list[str]]:
   return {c: sorted({r.labels[c] for r in table.rows}) for c in table.columns}
 
 
-def check_flip_swap(table: Table, config: FolderConfig,
-                    names: Mapping[str, Sequence[str]]) -> dict[str, dict[str, str]]:
+def check_flip_swap(
+  table: Table, config: FolderConfig, names: Mapping[str, Sequence[str]]
+) -> dict[str, dict[str, str]]:
   swaps = parse_flip_swap(config.flip_swap)
   for attribute, table_of in swaps.items():
     if attribute not in table.columns:
-      raise FolderDataError(f"{DATASET}: flip_swap names {attribute!r}, not a column of "
-                            f"{table.source} (its columns: {', '.join(table.columns)})")
+      raise FolderDataError(
+        f"{DATASET}: flip_swap names {attribute!r}, not a column of "
+        f"{table.source} (its columns: {', '.join(table.columns)})"
+      )
     unknown = sorted(set(table_of) - set(names[attribute]))
     if unknown:
-      raise FolderDataError(f"{DATASET}: flip_swap names the {attribute} class {unknown[0]!r}, "
-                            f"which no image has (the classes: {_listing(names[attribute])})")
+      raise FolderDataError(
+        f"{DATASET}: flip_swap names the {attribute} class {unknown[0]!r}, "
+        f"which no image has (the classes: {_listing(names[attribute])})"
+      )
   return swaps
 
 
@@ -612,7 +698,7 @@ def fingerprint(root: pathlib.Path, labels_file: str = DEFAULT_LABELS_FILE) -> s
   if labels.is_file():
     h.update(b"labels\0")
     h.update(labels.read_bytes())
-  files, _ = vendor_data.walk_files(root)
+  files, _ = vendor.walk_files(root)
   for f in files:
     if _is_image(f) and not _hidden(f):
       try:
@@ -635,7 +721,7 @@ def _set_features(info: tfds.core.DatasetInfo, features: tfds.features.FeaturesD
   info._features = features  # pylint: disable=protected-access
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(vendor.ManualDirBuilder):
   """A labelled folder of images; labels are its CSV columns (or its class folders).
 
   ``skip_bad_images=True`` skips missing or unreadable images (listed in
@@ -645,17 +731,19 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   name = DATASET
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First release."}
-  BUILDER_CONFIGS = [FolderConfig(
-      name="default", description="labels.csv or class folders; centred square crop; 128 px; "
+  BUILDER_CONFIGS = [
+    FolderConfig(
+      name="default",
+      description="labels.csv or class folders; centred square crop; 128 px; "
       "identity-disjoint test split of 20 % of the identities (if labelled, else 20 % of the "
-      "images); no flips.")]
+      "images); no flips.",
+    )
+  ]
   DEFAULT_CONFIG_NAME = "default"
   MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS
 
-  def __init__(self, *, skip_bad_images: bool = False, file_format=None, **kwargs):
-    super().__init__(file_format=file_format or "array_record", **kwargs)
-    self.skip_bad_images = bool(skip_bad_images)
-    self._original_state["skip_bad_images"] = self.skip_bad_images
+  def __init__(self, **kwargs):
+    super().__init__(**kwargs)
     self._prepared: dict[str, Any] | None = None
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -665,15 +753,16 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     except ValueError as e:
       raise FolderDataError(f"{DATASET} config {config.name!r}: {e}") from None
     return tfds.core.DatasetInfo(
-        builder=self,
-        description=(
-            "Labelled images from a folder: one ClassLabel per column of its labels file (or "
-            "per class folder), class names as found, sorted. Options: "
-            + json.dumps(config.options(), sort_keys=True)
-            + ". file_name is the image relative to the folder; flipped marks the mirrored "
-            "training images."),
-        features=None,  # the folder's columns: set when the folder is read (_set_features)
-        metadata=tfds.core.MetadataDict(),
+      builder=self,
+      description=(
+        "Labelled images from a folder: one ClassLabel per column of its labels file (or "
+        "per class folder), class names as found, sorted. Options: "
+        + json.dumps(config.options(), sort_keys=True)
+        + ". file_name is the image relative to the folder; flipped marks the mirrored "
+        "training images."
+      ),
+      features=None,  # the folder's columns: set when the folder is read (_set_features)
+      metadata=tfds.core.MetadataDict(),
     )
 
   def _download_and_prepare(self, dl_manager, download_config):
@@ -698,22 +787,37 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
     meta = self.info.metadata
     meta["options"] = config.options()
-    meta["source"] = {"folder": str(root.resolve()), "layout": table.source,
-                      "fingerprint": fingerprint(root, config.labels_file)}
+    meta["source"] = {
+      "folder": str(root.resolve()),
+      "layout": table.source,
+      "fingerprint": fingerprint(root, config.labels_file),
+    }
     meta["attributes"] = list(table.columns)
     meta["class_names"] = names
     meta["test_split_rule"] = split.rule
     meta["test_values"] = split.test_values
     meta["num_rows"] = {"train": len(split.train), "test": len(split.test)}
     if table.unlisted:
-      logging.warning("%s: %d image(s) under %s are not named in %s and were not used: %s",
-                      DATASET, len(table.unlisted), root, table.source, _listing(table.unlisted))
+      logging.warning(
+        "%s: %d image(s) under %s are not named in %s and were not used: %s",
+        DATASET,
+        len(table.unlisted),
+        root,
+        table.source,
+        _listing(table.unlisted),
+      )
     meta["unlisted_files"] = {"count": len(table.unlisted), "first": table.unlisted[:20]}
     meta["skip_bad_images"] = self.skip_bad_images
     meta["skipped_images"] = list(table.skipped)
-    logging.info("%s: %s: attributes %s; %d training and %d test images; %s.", DATASET, root,
-                 ", ".join(f"{c} ({len(names[c])} classes)" for c in table.columns),
-                 len(split.train), len(split.test), split.rule)
+    logging.info(
+      "%s: %s: attributes %s; %d training and %d test images; %s.",
+      DATASET,
+      root,
+      ", ".join(f"{c} ({len(names[c])} classes)" for c in table.columns),
+      len(split.train),
+      len(split.test),
+      split.rule,
+    )
     return {"root": root, "table": table, "split": split, "swaps": swaps}
 
   def _split_generators(self, dl_manager):
@@ -721,63 +825,71 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     if p is None:  # called outside download_and_prepare
       p = self._prepared = self._read_folder(dl_manager)
     return {
-        "train": self._generate_examples(p["root"], p["table"], p["split"].train,
-                                         p["swaps"] if self.builder_config.flip else None),
-        "test": self._generate_examples(p["root"], p["table"], p["split"].test, None),
+      "train": self._generate_examples(
+        p["root"], p["table"], p["split"].train, p["swaps"] if self.builder_config.flip else None
+      ),
+      "test": self._generate_examples(p["root"], p["table"], p["split"].test, None),
     }
 
-  def _read_image(self, root: pathlib.Path, table: Table, row: Row) -> np.ndarray | None:
+  def _preprocess(self, img: Image.Image) -> np.ndarray:
     config = self.builder_config
-    path = root / row.file
+    upright = ImageOps.exif_transpose(img) or img
     try:
-      with Image.open(path) as img:
-        img.load()  # decodes everything: a truncated file fails here
-        upright = ImageOps.exif_transpose(img) or img
-        try:
-          box = crop_box(*upright.size, config.crop)
-        except ValueError as e:
-          raise FolderDataError(f"{DATASET}: {table.where(row)}: {path}: {e}; choose a box "
-                                "inside every image, or crop=center") from None
-        return vendor_data.crop_resize(upright, box, int(config.image_size))
-    except FolderDataError:
-      raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-      reason = f"{e.__class__.__name__}: {errors.one_line(str(e))}"
-      if not self.skip_bad_images:
-        raise BadImageError(
-            f"{DATASET}: {table.where(row)}: cannot use the image {path} ({reason}). Replace "
-            "or remove the file (and its row), or set skip_bad_images to skip unreadable "
-            "images (they are then listed in the dataset info metadata 'skipped_images')."
-        ) from None
-      logging.warning("%s: skipped the unreadable image %s (%s; %s)", DATASET, path, reason,
-                      table.where(row))
-      self.info.metadata["skipped_images"].append(
-          {"file_name": row.file, "line": row.line, "error": reason})
-      return None
+      box = crop_box(*upright.size, config.crop)
+    except ValueError as e:
+      raise FolderDataError(f"{e}; choose a box inside every image, or crop=center") from None
+    return vendor.crop_resize(upright, box, int(config.image_size))
 
-  def _generate_examples(self, root: pathlib.Path, table: Table, rows: Iterable[Row],
-                         swaps: Mapping[str, Mapping[str, str]] | None):
+  def _generate_examples(
+    self,
+    root: pathlib.Path,
+    table: Table,
+    rows: Iterable[Row],
+    swaps: Mapping[str, Mapping[str, str]] | None,
+  ):
+    reader = vendor.ImageReader(
+      DATASET,
+      self._preprocess,
+      skip_bad_images=self.skip_bad_images,
+      metadata=self.info.metadata,
+      error_class=BadImageError,
+      how_to_skip="set skip_bad_images",
+      passthrough=(FolderDataError,),
+    )
     for row in rows:
-      image = self._read_image(root, table, row)
+      try:
+        image = reader.read(
+          root / row.file, row.file, where=table.where(row), extra={"line": row.line}
+        )
+      except FolderDataError as e:
+        raise FolderDataError(f"{DATASET}: {table.where(row)}: {root / row.file}: {e}") from None
       if image is None:
         continue
-      example = {"image": vendor_data.png_bytes(image), "file_name": row.file, "flipped": False,
-                 **row.labels}
+      example = {
+        "image": vendor.png_bytes(image),
+        "file_name": row.file,
+        "flipped": False,
+        **row.labels,
+      }
       yield row.file, example
       if swaps is not None:
         mirrored = {c: swaps.get(c, {}).get(v, v) for c, v in row.labels.items()}
-        yield row.file + FLIP_SUFFIX, dict(
-            example, image=vendor_data.png_bytes(image[:, ::-1]), flipped=True, **mirrored)
+        yield (
+          row.file + FLIP_SUFFIX,
+          dict(example, image=vendor.png_bytes(image[:, ::-1]), flipped=True, **mirrored),
+        )
 
 
 def _manual_dir(dl_manager) -> pathlib.Path:
   try:
-    return vendor_data.resolve_manual_dir(dl_manager, DATASET, "")
-  except vendor_data.MissingManualDataError as e:
+    return vendor.resolve_manual_dir(dl_manager, DATASET, "")
+  except vendor.MissingManualDataError as e:
     what = str(e).strip().splitlines()[0].rstrip(".")
-    raise FolderDataError(f"{what}; give the folder of your images and its labels.csv (or "
-                          "class sub-folders) as config.dataset.manual_dir (tfds build: "
-                          "--manual_dir)") from None
+    raise FolderDataError(
+      f"{what}; give the folder of your images and its labels.csv (or "
+      "class sub-folders) as config.dataset.manual_dir (tfds build: "
+      "--manual_dir)"
+    ) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -800,6 +912,7 @@ def config_from_dataset(dataset_config) -> tuple[FolderConfig, bool]:
   each set of options is prepared once, in its own folder.
   """
   from attrdis.configuration import ConfigError  # pylint: disable=g-import-not-at-top
+
   raw = _folder_options(dataset_config)
   try:
     check_options(raw)
@@ -810,13 +923,17 @@ def config_from_dataset(dataset_config) -> tuple[FolderConfig, bool]:
   options = config.options()
   name = str(dataset_config.get("builder_config", "") or "")
   if name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", name):
-    raise ConfigError(f"config.dataset.builder_config={name!r}: for {DATASET} it names the "
-                      "prepared dataset: letters, digits, '_', '.', '-'")
+    raise ConfigError(
+      f"config.dataset.builder_config={name!r}: for {DATASET} it names the "
+      "prepared dataset: letters, digits, '_', '.', '-'"
+    )
   if name in ("", default.name) and options == default.options():
     config = default
   elif name == default.name:
-    raise ConfigError(f"config.dataset.builder_config={name!r}: the name of {DATASET}'s "
-                      "default options; give these options another name (or none)")
+    raise ConfigError(
+      f"config.dataset.builder_config={name!r}: the name of {DATASET}'s "
+      "default options; give these options another name (or none)"
+    )
   else:
     digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()
     config.name = name or f"{int(config.image_size)}px_{digest[:10]}"
@@ -838,15 +955,17 @@ def label_columns(manual_dir: str, config: FolderConfig) -> tuple[str, tuple[str
   root = pathlib.Path(os.path.expanduser(manual_dir or ""))
   if not manual_dir or not root.is_dir():
     raise FolderDataError(
-        f"{DATASET}: the manual dir {manual_dir!r} is not a folder; give the folder of your "
-        "images and its labels.csv (or class sub-folders) as config.dataset.manual_dir")
+      f"{DATASET}: the manual dir {manual_dir!r} is not a folder; give the folder of your "
+      "images and its labels.csv (or class sub-folders) as config.dataset.manual_dir"
+    )
   labels = root / config.labels_file
   if labels.is_file():
     header, _, _ = read_header(labels)
     return str(labels), tuple(c for c in header if c not in (FILE_COLUMN, SPLIT_COLUMN))
   if config.labels_file != DEFAULT_LABELS_FILE:
-    raise FolderDataError(f"{DATASET}: the labels file {labels} does not exist "
-                          f"(labels_file={config.labels_file!r})")
+    raise FolderDataError(
+      f"{DATASET}: the labels file {labels} does not exist (labels_file={config.labels_file!r})"
+    )
   return f"the class folders of {root}", (config.class_attribute,)
 
 
@@ -860,12 +979,14 @@ def check_prepared(builder, manual_dir: str) -> None:
   made_with = meta.get("options")
   want = builder.builder_config.options()
   if made_with is not None and made_with != want:
-    diffs = ", ".join(f"{k}={made_with.get(k)!r} (asked: {want[k]!r})" for k in want
-                      if made_with.get(k) != want[k])
+    diffs = ", ".join(
+      f"{k}={made_with.get(k)!r} (asked: {want[k]!r})" for k in want if made_with.get(k) != want[k]
+    )
     raise FolderDataError(
-        f"{DATASET}: the dataset {name!r} in {builder.data_dir} was prepared with other options: "
-        f"{diffs}; give config.dataset.builder_config another name for these options (or leave "
-        "it empty to name it after them)")
+      f"{DATASET}: the dataset {name!r} in {builder.data_dir} was prepared with other options: "
+      f"{diffs}; give config.dataset.builder_config another name for these options (or leave "
+      "it empty to name it after them)"
+    )
   source = meta.get("source") or {}
   root = pathlib.Path(os.path.expanduser(manual_dir or ""))
   if not manual_dir or not root.is_dir() or not source:
@@ -874,11 +995,17 @@ def check_prepared(builder, manual_dir: str) -> None:
     return
   if os.path.realpath(root) != os.path.realpath(source.get("folder", "")):
     raise FolderDataError(
-        f"{DATASET}: the dataset {name!r} in {builder.data_dir} was prepared from "
-        f"{source.get('folder')}, not from {root.resolve()}; give each folder its own "
-        "config.dataset.builder_config name (or its own config.dataset.data_dir)")
+      f"{DATASET}: the dataset {name!r} in {builder.data_dir} was prepared from "
+      f"{source.get('folder')}, not from {root.resolve()}; give each folder its own "
+      "config.dataset.builder_config name (or its own config.dataset.data_dir)"
+    )
   logging.warning(
-      "%s: %s has changed since the dataset %r in %s was prepared from it (its images or "
-      "labels differ); the prepared data is used. To use the folder as it is now, delete %s "
-      "or give config.dataset.builder_config a new name.", DATASET, root, name, builder.data_dir,
-      builder.data_dir)
+    "%s: %s has changed since the dataset %r in %s was prepared from it (its images or "
+    "labels differ); the prepared data is used. To use the folder as it is now, delete %s "
+    "or give config.dataset.builder_config a new name.",
+    DATASET,
+    root,
+    name,
+    builder.data_dir,
+    builder.data_dir,
+  )

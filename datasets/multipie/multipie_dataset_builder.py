@@ -16,36 +16,46 @@ import collections
 import dataclasses
 import pathlib
 import re
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
 
-from attrdis import vendor_data
+from attrdis_datasets import vendor
 
 DATASET = "multipie"
 CAMERA = "05_1"
 # (session, recording) -> expression, as the vendor recorded them.
 EXPRESSION_OF_RECORDING = {
-    (1, 1): "neutral", (1, 2): "smile",
-    (2, 1): "neutral", (2, 2): "surprise", (2, 3): "squint",
-    (3, 1): "neutral", (3, 2): "smile", (3, 3): "disgust",
-    (4, 1): "neutral", (4, 2): "neutral", (4, 3): "scream",
+  (1, 1): "neutral",
+  (1, 2): "smile",
+  (2, 1): "neutral",
+  (2, 2): "surprise",
+  (2, 3): "squint",
+  (3, 1): "neutral",
+  (3, 2): "smile",
+  (3, 3): "disgust",
+  (4, 1): "neutral",
+  (4, 2): "neutral",
+  (4, 3): "scream",
 }
 PAPER_EXPRESSIONS = ("neutral", "scream", "squint", "surprise")
 ALL_EXPRESSIONS = tuple(sorted(set(EXPRESSION_OF_RECORDING.values())))
 ILLUMINATIONS = tuple(f"{i:02d}" for i in range(20))
 NUM_TEST_SUBJECTS = 10
-TEST_SPLIT_RULE = (f"the first {NUM_TEST_SUBJECTS} subjects in sorted order of subject "
-                   "number form the test split; all others train")
+TEST_SPLIT_RULE = (
+  f"the first {NUM_TEST_SUBJECTS} subjects in sorted order of subject "
+  "number form the test split; all others train"
+)
 # The paper's crop: the top 220×220 square of the 640×480 frame, horizontally centred.
 VENDOR_WIDTH, VENDOR_HEIGHT, VENDOR_CROP = 640, 480, 220
 SCHEME = "session0S/multiview/SSS/RR/05_1/SSS_0S_RR_051_II.png"
 
 _FILE_RE = re.compile(
-    r"(?:.*/)?session0(?P<session>\d)/multiview/(?P<subject>\d{3})/(?P<recording>\d{2})/05_1/"
-    r"(?P=subject)_0(?P=session)_(?P=recording)_051_(?P<illumination>\d{2})\.(?i:png)")
+  r"(?:.*/)?session0(?P<session>\d)/multiview/(?P<subject>\d{3})/(?P<recording>\d{2})/05_1/"
+  r"(?P=subject)_0(?P=session)_(?P=recording)_051_(?P<illumination>\d{2})\.(?i:png)"
+)
 _RECORDING_DIR_RE = re.compile(r"(?:.*/)?multiview/\d{3}/\d{2}")
 
 _INSTRUCTIONS = f"""\
@@ -77,6 +87,7 @@ _CITATION = """\
 @dataclasses.dataclass
 class MultiPieConfig(tfds.core.BuilderConfig):
   """image_size: side of the stored images; expressions: the expression classes kept."""
+
   image_size: int = 128
   expressions: tuple[str, ...] = PAPER_EXPRESSIONS
 
@@ -107,12 +118,12 @@ def crop_box(width: int, height: int) -> tuple[int, int, int, int]:
   = 220/480 of the height; the smaller of the two if the aspect ratio differs).
   """
   side = round(min(width * VENDOR_CROP / VENDOR_WIDTH, height * VENDOR_CROP / VENDOR_HEIGHT))
-  return vendor_data.clamp_box((width - side) // 2, 0, side, width, height)
+  return vendor.clamp_box((width - side) // 2, 0, side, width, height)
 
 
 def preprocess_image(img: Image.Image, image_size: int) -> np.ndarray:
   """MultiPIE's preprocessing: crop_box (top centred square), Lanczos resize, RGB uint8."""
-  return vendor_data.crop_resize(img, crop_box(*img.size), image_size)
+  return vendor.crop_resize(img, crop_box(*img.size), image_size)
 
 
 def scan(root: pathlib.Path, expressions: tuple[str, ...]) -> Scan:
@@ -121,7 +132,7 @@ def scan(root: pathlib.Path, expressions: tuple[str, ...]) -> Scan:
   def keep_dir(parent: str, name: str) -> bool:
     return name == CAMERA if _RECORDING_DIR_RE.fullmatch(parent) else True
 
-  files, other_cameras = vendor_data.walk_files(root, keep_dir)
+  files, other_cameras = vendor.walk_files(root, keep_dir)
   records, unmatched, other = [], [], 0
   seen: dict[tuple[str, int, int, int], str] = {}
   for f in files:
@@ -156,7 +167,8 @@ def find_incomplete(records: list[Record], expressions: tuple[str, ...]) -> dict
   expected = sorted(p for p, e in EXPRESSION_OF_RECORDING.items() if e in expressions)
   illuminations = {r.illumination for r in records}
   have: dict[str, dict[tuple[int, int], set[int]]] = collections.defaultdict(
-      lambda: collections.defaultdict(set))
+    lambda: collections.defaultdict(set)
+  )
   for r in records:
     have[r.subject][(r.session, r.recording)].add(r.illumination)
   missing: dict[str, list[str]] = {}
@@ -171,14 +183,16 @@ def find_incomplete(records: list[Record], expressions: tuple[str, ...]) -> dict
         if p not in pairs:
           lacks.append(f"session {session} recording {p[1]:02d}")
         elif illuminations - pairs[p]:
-          lacks.append(f"session {session} recording {p[1]:02d} illuminations "
-                       f"{vendor_data.group_ranges(illuminations - pairs[p])}")
+          lacks.append(
+            f"session {session} recording {p[1]:02d} illuminations "
+            f"{vendor.group_ranges(illuminations - pairs[p])}"
+          )
     if lacks:
       missing[subject] = lacks
   return missing
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(vendor.VendorBuilder):
   """MultiPIE, frontal camera; labels identity, expression, illumination.
 
   ``skip_bad_images=True`` skips unreadable images (listed in
@@ -186,109 +200,117 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   """
 
   name = "multipie"
+  DATASET = DATASET
+  SCHEME = SCHEME
+  TEST_SPLIT_RULE = TEST_SPLIT_RULE
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First release."}
   BUILDER_CONFIGS = [
-      MultiPieConfig(name="paper", image_size=128, expressions=PAPER_EXPRESSIONS,
-                     description="The paper's subset: neutral, scream, squint, surprise; 128 px."),
-      MultiPieConfig(name="paper_64", image_size=64, expressions=PAPER_EXPRESSIONS,
-                     description="The paper's subset at 64 px."),
-      MultiPieConfig(name="all_expressions", image_size=128, expressions=ALL_EXPRESSIONS,
-                     description="All six expressions; 128 px."),
-      MultiPieConfig(name="all_expressions_64", image_size=64, expressions=ALL_EXPRESSIONS,
-                     description="All six expressions at 64 px."),
+    MultiPieConfig(
+      name="paper",
+      image_size=128,
+      expressions=PAPER_EXPRESSIONS,
+      description="The paper's subset: neutral, scream, squint, surprise; 128 px.",
+    ),
+    MultiPieConfig(
+      name="paper_64",
+      image_size=64,
+      expressions=PAPER_EXPRESSIONS,
+      description="The paper's subset at 64 px.",
+    ),
+    MultiPieConfig(
+      name="all_expressions",
+      image_size=128,
+      expressions=ALL_EXPRESSIONS,
+      description="All six expressions; 128 px.",
+    ),
+    MultiPieConfig(
+      name="all_expressions_64",
+      image_size=64,
+      expressions=ALL_EXPRESSIONS,
+      description="All six expressions at 64 px.",
+    ),
   ]
   DEFAULT_CONFIG_NAME = "paper"
   MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS
-
-  def __init__(self, *, skip_bad_images: bool = False, file_format=None, **kwargs):
-    super().__init__(file_format=file_format or "array_record", **kwargs)
-    self.skip_bad_images = bool(skip_bad_images)
-    self._original_state["skip_bad_images"] = self.skip_bad_images
 
   def _info(self) -> tfds.core.DatasetInfo:
     config = self.builder_config
     unknown = set(config.expressions) - set(ALL_EXPRESSIONS)
     if unknown:
-      raise ValueError(f"{DATASET} config {config.name!r}: unknown expressions {sorted(unknown)}; "
-                       f"MultiPIE has {', '.join(ALL_EXPRESSIONS)}.")
+      raise ValueError(
+        f"{DATASET} config {config.name!r}: unknown expressions {sorted(unknown)}; "
+        f"MultiPIE has {', '.join(ALL_EXPRESSIONS)}."
+      )
     size = config.image_size
     return tfds.core.DatasetInfo(
-        builder=self,
-        description=(
-            "MultiPIE, forward-facing camera 05_1. Labels: identity (the subjects found, "
-            "named by subject number), expression (from the session and recording: "
-            + ", ".join(f"({s},{r}) {e}" for (s, r), e in EXPRESSION_OF_RECORDING.items())
-            + f"), illumination (flash 00-19). Test split: {TEST_SPLIT_RULE}. Images: the top "
-            f"{VENDOR_CROP}x{VENDOR_CROP} square of the {VENDOR_WIDTH}x{VENDOR_HEIGHT} frame, "
-            f"horizontally centred (same fractions at other sizes), Lanczos-resized to {size}. "
-            "file_name is the source file relative to the manual dir."),
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(size, size, 3), encoding_format="png"),
-            "identity": tfds.features.ClassLabel(),  # names: the subjects, set when built
-            "expression": tfds.features.ClassLabel(names=list(config.expressions)),
-            "illumination": tfds.features.ClassLabel(names=list(ILLUMINATIONS)),
-            "session": tfds.features.Scalar(np.int32),
-            "recording": tfds.features.Scalar(np.int32),
-            "file_name": tfds.features.Text(),
-        }),
-        homepage="https://www.cs.cmu.edu/afs/cs/project/PIE/MultiPie/Multi-Pie/Home.html",
-        citation=_CITATION,
-        metadata=tfds.core.MetadataDict(),
+      builder=self,
+      description=(
+        "MultiPIE, forward-facing camera 05_1. Labels: identity (the subjects found, "
+        "named by subject number), expression (from the session and recording: "
+        + ", ".join(f"({s},{r}) {e}" for (s, r), e in EXPRESSION_OF_RECORDING.items())
+        + f"), illumination (flash 00-19). Test split: {TEST_SPLIT_RULE}. Images: the top "
+        f"{VENDOR_CROP}x{VENDOR_CROP} square of the {VENDOR_WIDTH}x{VENDOR_HEIGHT} frame, "
+        f"horizontally centred (same fractions at other sizes), Lanczos-resized to {size}. "
+        "file_name is the source file relative to the manual dir."
+      ),
+      features=tfds.features.FeaturesDict(
+        {
+          "image": tfds.features.Image(shape=(size, size, 3), encoding_format="png"),
+          "identity": tfds.features.ClassLabel(),  # names: the subjects, set when built
+          "expression": tfds.features.ClassLabel(names=list(config.expressions)),
+          "illumination": tfds.features.ClassLabel(names=list(ILLUMINATIONS)),
+          "session": tfds.features.Scalar(np.int32),
+          "recording": tfds.features.Scalar(np.int32),
+          "file_name": tfds.features.Text(),
+        }
+      ),
+      homepage="https://www.cs.cmu.edu/afs/cs/project/PIE/MultiPie/Multi-Pie/Home.html",
+      citation=_CITATION,
+      metadata=tfds.core.MetadataDict(),
     )
 
-  def _split_generators(self, dl_manager):
-    config = self.builder_config
-    root = vendor_data.resolve_manual_dir(dl_manager, DATASET, self.MANUAL_DOWNLOAD_INSTRUCTIONS)
-    found = scan(root, tuple(config.expressions))
-    if not found.records:
-      raise vendor_data.no_matching_files_error(
-          DATASET, root, found.unmatched, f"{SCHEME} (expressions {', '.join(config.expressions)})",
-          self.MANUAL_DOWNLOAD_INSTRUCTIONS,
-          left_out=(f"{found.other_expressions} image(s) of other expressions, "
-                    f"{found.other_cameras} folder(s) of other cameras"))
-    meta = self.info.metadata
-    meta["unmatched_files"] = vendor_data.report_unmatched(DATASET, root, found.unmatched, SCHEME)
-    meta["left_out"] = {
-        "other_expressions": vendor_data.report_ignored(
-            DATASET, found.other_expressions, "images of expressions not in this config"),
-        "other_camera_folders": vendor_data.report_ignored(
-            DATASET, found.other_cameras, f"camera folders other than {CAMERA}"),
-    }
-    meta["incomplete_subjects"] = vendor_data.report_incomplete(
-        DATASET, find_incomplete(found.records, tuple(config.expressions)))
+  def scan(self, root: pathlib.Path) -> Scan:
+    return scan(root, tuple(self.builder_config.expressions))
 
-    subjects = sorted({r.subject for r in found.records})
-    test = subjects[:NUM_TEST_SUBJECTS]
-    train = subjects[NUM_TEST_SUBJECTS:]
-    vendor_data.check_split_subjects(DATASET, train, test, TEST_SPLIT_RULE)
-    meta["test_subjects"] = test
-    meta["test_split_rule"] = TEST_SPLIT_RULE
-    identity = self.info.features["identity"]
-    if identity.num_classes is None:
-      identity.names = subjects
-    self._reader = vendor_data.ImageReader(
-        DATASET, lambda img: preprocess_image(img, config.image_size),
-        skip_bad_images=self.skip_bad_images, metadata=meta)
-    test_set = set(test)
+  def scheme(self) -> str:
+    return f"{SCHEME} (expressions {', '.join(self.builder_config.expressions)})"
+
+  def left_out_phrase(self, found: Scan) -> str:
+    return (
+      f"{found.other_expressions} image(s) of other expressions, "
+      f"{found.other_cameras} folder(s) of other cameras"
+    )
+
+  def left_out(self, found: Scan) -> dict[str, Any]:
     return {
-        "train": self._generate_examples(
-            root, [r for r in found.records if r.subject not in test_set]),
-        "test": self._generate_examples(
-            root, [r for r in found.records if r.subject in test_set]),
+      "other_expressions": vendor.report_ignored(
+        DATASET, found.other_expressions, "images of expressions not in this config"
+      ),
+      "other_camera_folders": vendor.report_ignored(
+        DATASET, found.other_cameras, f"camera folders other than {CAMERA}"
+      ),
     }
 
-  def _generate_examples(self, root: pathlib.Path, records: list[Record]):
-    for r in records:
-      image = self._reader.read(root / r.file_name, r.file_name)
-      if image is None:
-        continue
-      yield r.file_name, {
-          "image": vendor_data.png_bytes(image),
-          "identity": r.subject,
-          "expression": r.expression,
-          "illumination": r.illumination,
-          "session": r.session,
-          "recording": r.recording,
-          "file_name": r.file_name,
-      }
+  def find_incomplete(self, records: list[Record]) -> dict[str, list[str]]:
+    return find_incomplete(records, tuple(self.builder_config.expressions))
+
+  def split_subjects(self, subjects: list[str]) -> tuple[list[str], list[str]]:
+    return subjects[NUM_TEST_SUBJECTS:], subjects[:NUM_TEST_SUBJECTS]
+
+  def preprocess(self, img: Image.Image) -> np.ndarray:
+    return preprocess_image(img, self.builder_config.image_size)
+
+  def examples(self, r: Record, image: np.ndarray, train: bool):
+    yield (
+      r.file_name,
+      {
+        "image": vendor.png_bytes(image),
+        "identity": r.subject,
+        "expression": r.expression,
+        "illumination": r.illumination,
+        "session": r.session,
+        "recording": r.recording,
+        "file_name": r.file_name,
+      },
+    )

@@ -17,37 +17,50 @@ import collections
 import dataclasses
 import pathlib
 import re
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from absl import logging
 import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
 
-from attrdis import vendor_data
+from attrdis_datasets import vendor
 
 DATASET = "rafd"
 POSES = ("000", "045", "090", "135", "180")
 FRONTAL_POSES = ("090",)
 MIRRORED_POSE = {"000": "180", "045": "135", "090": "090", "135": "045", "180": "000"}
-EXPRESSIONS = ("angry", "contemptuous", "disgusted", "fearful", "happy", "neutral", "sad",
-               "surprised")
+EXPRESSIONS = (
+  "angry",
+  "contemptuous",
+  "disgusted",
+  "fearful",
+  "happy",
+  "neutral",
+  "sad",
+  "surprised",
+)
 GAZES = ("frontal", "left", "right")
 MIRRORED_GAZE = {"frontal": "frontal", "left": "right", "right": "left"}
 GENDERS = ("female", "male")
 TEST_SUBJECTS = ("01", "02", "03", "04", "05", "07", "08", "64")
-TEST_SPLIT_RULE = ("subjects " + " ".join(TEST_SUBJECTS) + " form the test split (the paper's); "
-                   "all others train")
+TEST_SPLIT_RULE = (
+  "subjects " + " ".join(TEST_SUBJECTS) + " form the test split (the paper's); all others train"
+)
 # The paper's crop on the vendor's 681×1024 (width×height) frames: a 640×640 square, centred,
 # then shifted 128 px up, i.e. the box (20, 64, 660, 704).
 VENDOR_WIDTH, VENDOR_HEIGHT, VENDOR_CROP, VENDOR_SHIFT_UP = 681, 1024, 640, 128
-SCHEME = ("RafdPPP_NN_Ethnicity_gender_expression_gaze.jpg "
-          "(e.g. Rafd090_01_Caucasian_female_angry_frontal.jpg)")
+SCHEME = (
+  "RafdPPP_NN_Ethnicity_gender_expression_gaze.jpg "
+  "(e.g. Rafd090_01_Caucasian_female_angry_frontal.jpg)"
+)
 FLIP_SUFFIX = "#flipped"  # key suffix of the mirrored training examples
 
-_FILE_RE = re.compile(r"Rafd(?P<pose>\d{3})_(?P<subject>\d{2})_(?P<ethnicity>[A-Za-z]+)_"
-                      r"(?P<gender>female|male)_(?P<expression>[a-z]+)_(?P<gaze>[a-z]+)"
-                      r"\.(?i:jpe?g)")
+_FILE_RE = re.compile(
+  r"Rafd(?P<pose>\d{3})_(?P<subject>\d{2})_(?P<ethnicity>[A-Za-z]+)_"
+  r"(?P<gender>female|male)_(?P<expression>[a-z]+)_(?P<gaze>[a-z]+)"
+  r"\.(?i:jpe?g)"
+)
 
 _INSTRUCTIONS = f"""\
 RaFD is distributed by the Behavioural Science Institute of Radboud University Nijmegen for
@@ -82,6 +95,7 @@ _CITATION = """\
 class RafdConfig(tfds.core.BuilderConfig):
   """image_size: side of the stored images; poses: the camera angles kept (closed under
   mirroring, since mirrored training images change 045 to 135 and 000 to 180)."""
+
   image_size: int = 128
   poses: tuple[str, ...] = FRONTAL_POSES
 
@@ -114,23 +128,27 @@ def crop_box(width: int, height: int) -> tuple[int, int, int, int]:
   """
   side = round(min(width * VENDOR_CROP / VENDOR_WIDTH, height * VENDOR_CROP / VENDOR_HEIGHT))
   top = (height - side) // 2 - round(height * VENDOR_SHIFT_UP / VENDOR_HEIGHT)
-  return vendor_data.clamp_box((width - side) // 2, top, side, width, height)
+  return vendor.clamp_box((width - side) // 2, top, side, width, height)
 
 
 def preprocess_image(img: Image.Image, image_size: int) -> np.ndarray:
   """RaFD's preprocessing: crop_box (centre square shifted up), Lanczos resize, RGB uint8."""
-  return vendor_data.crop_resize(img, crop_box(*img.size), image_size)
+  return vendor.crop_resize(img, crop_box(*img.size), image_size)
 
 
 def scan(root: pathlib.Path, poses: tuple[str, ...]) -> Scan:
   """Lists the manual dir: the images of ``poses`` and what was not used."""
-  files, _ = vendor_data.walk_files(root)
+  files, _ = vendor.walk_files(root)
   records, unmatched, other = [], [], 0
   seen: set[tuple[str, str, str, str]] = set()
   for f in files:
     m = _FILE_RE.fullmatch(f.rpartition("/")[2])
-    if (not m or m["pose"] not in POSES or m["expression"] not in EXPRESSIONS
-        or m["gaze"] not in GAZES):
+    if (
+      not m
+      or m["pose"] not in POSES
+      or m["expression"] not in EXPRESSIONS
+      or m["gaze"] not in GAZES
+    ):
       unmatched.append(f)
       continue
     if m["pose"] not in poses:
@@ -141,15 +159,17 @@ def scan(root: pathlib.Path, poses: tuple[str, ...]) -> Scan:
       unmatched.append(f)  # a second copy of the same image
       continue
     seen.add(key)
-    records.append(Record(f, m["subject"], m["pose"], m["ethnicity"], m["gender"],
-                          m["expression"], m["gaze"]))
+    records.append(
+      Record(f, m["subject"], m["pose"], m["ethnicity"], m["gender"], m["expression"], m["gaze"])
+    )
   return Scan(records, unmatched, other, len(files))
 
 
 def find_incomplete(records: list[Record], poses: tuple[str, ...]) -> dict[str, list[str]]:
   """Per subject and pose, the (expression, gaze) images missing out of the vendor's 8×3."""
   have: dict[str, dict[str, set[tuple[str, str]]]] = collections.defaultdict(
-      lambda: collections.defaultdict(set))
+    lambda: collections.defaultdict(set)
+  )
   for r in records:
     have[r.subject][r.pose].add((r.expression, r.gaze))
   expected = {(e, g) for e in EXPRESSIONS for g in GAZES}
@@ -171,7 +191,7 @@ def find_incomplete(records: list[Record], poses: tuple[str, ...]) -> dict[str, 
   return missing
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(vendor.VendorBuilder):
   """RaFD; labels identity, expression, gaze (and pose); mirrored training images.
 
   ``skip_bad_images=True`` skips unreadable images (listed in
@@ -179,121 +199,137 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   """
 
   name = "rafd"
+  DATASET = DATASET
+  SCHEME = SCHEME
+  TEST_SPLIT_RULE = TEST_SPLIT_RULE
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First release."}
   BUILDER_CONFIGS = [
-      RafdConfig(name="frontal", image_size=128, poses=FRONTAL_POSES,
-                 description="The paper's setting: frontal camera (090) only; 128 px."),
-      RafdConfig(name="frontal_64", image_size=64, poses=FRONTAL_POSES,
-                 description="Frontal camera only; 64 px."),
-      RafdConfig(name="all_poses", image_size=128, poses=POSES,
-                 description="All five camera angles, pose as a label; 128 px."),
-      RafdConfig(name="all_poses_64", image_size=64, poses=POSES,
-                 description="All five camera angles, pose as a label; 64 px."),
+    RafdConfig(
+      name="frontal",
+      image_size=128,
+      poses=FRONTAL_POSES,
+      description="The paper's setting: frontal camera (090) only; 128 px.",
+    ),
+    RafdConfig(
+      name="frontal_64",
+      image_size=64,
+      poses=FRONTAL_POSES,
+      description="Frontal camera only; 64 px.",
+    ),
+    RafdConfig(
+      name="all_poses",
+      image_size=128,
+      poses=POSES,
+      description="All five camera angles, pose as a label; 128 px.",
+    ),
+    RafdConfig(
+      name="all_poses_64",
+      image_size=64,
+      poses=POSES,
+      description="All five camera angles, pose as a label; 64 px.",
+    ),
   ]
   DEFAULT_CONFIG_NAME = "frontal"
   MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS
-
-  def __init__(self, *, skip_bad_images: bool = False, file_format=None, **kwargs):
-    super().__init__(file_format=file_format or "array_record", **kwargs)
-    self.skip_bad_images = bool(skip_bad_images)
-    self._original_state["skip_bad_images"] = self.skip_bad_images
 
   def _info(self) -> tfds.core.DatasetInfo:
     config = self.builder_config
     poses = tuple(config.poses)
     if not poses or set(poses) - set(POSES) or {MIRRORED_POSE[p] for p in poses} != set(poses):
-      raise ValueError(f"{DATASET} config {config.name!r}: poses {poses} must be a non-empty "
-                       f"subset of {POSES} that holds the mirror of each of its poses "
-                       f"({MIRRORED_POSE}).")
+      raise ValueError(
+        f"{DATASET} config {config.name!r}: poses {poses} must be a non-empty "
+        f"subset of {POSES} that holds the mirror of each of its poses "
+        f"({MIRRORED_POSE})."
+      )
     size = config.image_size
     return tfds.core.DatasetInfo(
-        builder=self,
-        description=(
-            f"RaFD, camera angles {', '.join(poses)}. Labels: identity (the subjects found, "
-            f"named by subject number), expression ({', '.join(EXPRESSIONS)}), gaze "
-            f"({', '.join(GAZES)}), pose ({', '.join(poses)}). Metadata: gender, ethnicity "
-            f"(as in the file name), flipped. Test split: {TEST_SPLIT_RULE}. The training split "
-            "also holds each training image mirrored left-right with the gaze left<->right and "
-            "pose 000<->180, 045<->135 swapped (flipped=True, same file_name). Images: the "
-            f"{VENDOR_CROP}x{VENDOR_CROP} centre square of the {VENDOR_WIDTH}x{VENDOR_HEIGHT} "
-            f"frame shifted {VENDOR_SHIFT_UP} px up (the same fractions at other sizes), "
-            f"Lanczos-resized to {size}. file_name is the source file relative to the manual "
-            "dir."),
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(size, size, 3), encoding_format="png"),
-            "identity": tfds.features.ClassLabel(),  # names: the subjects, set when built
-            "expression": tfds.features.ClassLabel(names=list(EXPRESSIONS)),
-            "gaze": tfds.features.ClassLabel(names=list(GAZES)),
-            "pose": tfds.features.ClassLabel(names=list(poses)),
-            "gender": tfds.features.ClassLabel(names=list(GENDERS)),
-            "ethnicity": tfds.features.Text(),
-            "flipped": tfds.features.Scalar(np.bool_),
-            "file_name": tfds.features.Text(),
-        }),
-        homepage="https://rafd.socsci.ru.nl",
-        citation=_CITATION,
-        metadata=tfds.core.MetadataDict(),
+      builder=self,
+      description=(
+        f"RaFD, camera angles {', '.join(poses)}. Labels: identity (the subjects found, "
+        f"named by subject number), expression ({', '.join(EXPRESSIONS)}), gaze "
+        f"({', '.join(GAZES)}), pose ({', '.join(poses)}). Metadata: gender, ethnicity "
+        f"(as in the file name), flipped. Test split: {TEST_SPLIT_RULE}. The training split "
+        "also holds each training image mirrored left-right with the gaze left<->right and "
+        "pose 000<->180, 045<->135 swapped (flipped=True, same file_name). Images: the "
+        f"{VENDOR_CROP}x{VENDOR_CROP} centre square of the {VENDOR_WIDTH}x{VENDOR_HEIGHT} "
+        f"frame shifted {VENDOR_SHIFT_UP} px up (the same fractions at other sizes), "
+        f"Lanczos-resized to {size}. file_name is the source file relative to the manual "
+        "dir."
+      ),
+      features=tfds.features.FeaturesDict(
+        {
+          "image": tfds.features.Image(shape=(size, size, 3), encoding_format="png"),
+          "identity": tfds.features.ClassLabel(),  # names: the subjects, set when built
+          "expression": tfds.features.ClassLabel(names=list(EXPRESSIONS)),
+          "gaze": tfds.features.ClassLabel(names=list(GAZES)),
+          "pose": tfds.features.ClassLabel(names=list(poses)),
+          "gender": tfds.features.ClassLabel(names=list(GENDERS)),
+          "ethnicity": tfds.features.Text(),
+          "flipped": tfds.features.Scalar(np.bool_),
+          "file_name": tfds.features.Text(),
+        }
+      ),
+      homepage="https://rafd.socsci.ru.nl",
+      citation=_CITATION,
+      metadata=tfds.core.MetadataDict(),
     )
 
-  def _split_generators(self, dl_manager):
-    config = self.builder_config
-    poses = tuple(config.poses)
-    root = vendor_data.resolve_manual_dir(dl_manager, DATASET, self.MANUAL_DOWNLOAD_INSTRUCTIONS)
-    found = scan(root, poses)
-    if not found.records:
-      raise vendor_data.no_matching_files_error(
-          DATASET, root, found.unmatched, f"{SCHEME} with camera angles {', '.join(poses)}",
-          self.MANUAL_DOWNLOAD_INSTRUCTIONS,
-          left_out=f"{found.other_poses} image(s) of other camera angles")
-    meta = self.info.metadata
-    meta["unmatched_files"] = vendor_data.report_unmatched(DATASET, root, found.unmatched, SCHEME)
-    meta["left_out"] = {"other_poses": vendor_data.report_ignored(
-        DATASET, found.other_poses, "images of camera angles not in this config")}
-    meta["incomplete_subjects"] = vendor_data.report_incomplete(
-        DATASET, find_incomplete(found.records, poses))
+  def scan(self, root: pathlib.Path) -> Scan:
+    return scan(root, tuple(self.builder_config.poses))
 
-    subjects = sorted({r.subject for r in found.records})
-    test = [s for s in subjects if s in TEST_SUBJECTS]
-    train = [s for s in subjects if s not in TEST_SUBJECTS]
-    absent = [s for s in TEST_SUBJECTS if s not in subjects]
-    if absent:
-      logging.warning("%s: the test subject(s) %s have no images in %s.", DATASET,
-                      " ".join(absent), root)
-    vendor_data.check_split_subjects(DATASET, train, test, TEST_SPLIT_RULE)
-    meta["test_subjects"] = test
-    meta["test_split_rule"] = TEST_SPLIT_RULE
-    identity = self.info.features["identity"]
-    if identity.num_classes is None:
-      identity.names = subjects
-    self._reader = vendor_data.ImageReader(
-        DATASET, lambda img: preprocess_image(img, config.image_size),
-        skip_bad_images=self.skip_bad_images, metadata=meta)
+  def scheme(self) -> str:
+    return f"{SCHEME} with camera angles {', '.join(self.builder_config.poses)}"
+
+  def left_out_phrase(self, found: Scan) -> str:
+    return f"{found.other_poses} image(s) of other camera angles"
+
+  def left_out(self, found: Scan) -> dict[str, Any]:
     return {
-        "train": self._generate_examples(
-            root, [r for r in found.records if r.subject not in TEST_SUBJECTS], flips=True),
-        "test": self._generate_examples(
-            root, [r for r in found.records if r.subject in TEST_SUBJECTS], flips=False),
+      "other_poses": vendor.report_ignored(
+        DATASET, found.other_poses, "images of camera angles not in this config"
+      )
     }
 
-  def _generate_examples(self, root: pathlib.Path, records: list[Record], flips: bool):
-    for r in records:
-      image = self._reader.read(root / r.file_name, r.file_name)
-      if image is None:
-        continue
-      example = {
-          "image": vendor_data.png_bytes(image),
-          "identity": r.subject,
-          "expression": r.expression,
-          "gaze": r.gaze,
-          "pose": r.pose,
-          "gender": r.gender,
-          "ethnicity": r.ethnicity,
-          "flipped": False,
-          "file_name": r.file_name,
-      }
-      yield r.file_name, example
-      if flips:
-        yield r.file_name + FLIP_SUFFIX, dict(
-            example, image=vendor_data.png_bytes(image[:, ::-1]), gaze=MIRRORED_GAZE[r.gaze],
-            pose=MIRRORED_POSE[r.pose], flipped=True)
+  def find_incomplete(self, records: list[Record]) -> dict[str, list[str]]:
+    return find_incomplete(records, tuple(self.builder_config.poses))
+
+  def split_subjects(self, subjects: list[str]) -> tuple[list[str], list[str]]:
+    absent = [s for s in TEST_SUBJECTS if s not in subjects]
+    if absent:
+      logging.warning(
+        "%s: the test subject(s) %s have no images in the manual dir.", DATASET, " ".join(absent)
+      )
+    return (
+      [s for s in subjects if s not in TEST_SUBJECTS],
+      [s for s in subjects if s in TEST_SUBJECTS],
+    )
+
+  def preprocess(self, img: Image.Image) -> np.ndarray:
+    return preprocess_image(img, self.builder_config.image_size)
+
+  def examples(self, r: Record, image: np.ndarray, train: bool):
+    """The image, and on the training split also its mirror (gaze and pose swapped)."""
+    example = {
+      "image": vendor.png_bytes(image),
+      "identity": r.subject,
+      "expression": r.expression,
+      "gaze": r.gaze,
+      "pose": r.pose,
+      "gender": r.gender,
+      "ethnicity": r.ethnicity,
+      "flipped": False,
+      "file_name": r.file_name,
+    }
+    yield r.file_name, example
+    if train:
+      yield (
+        r.file_name + FLIP_SUFFIX,
+        dict(
+          example,
+          image=vendor.png_bytes(image[:, ::-1]),
+          gaze=MIRRORED_GAZE[r.gaze],
+          pose=MIRRORED_POSE[r.pose],
+          flipped=True,
+        ),
+      )

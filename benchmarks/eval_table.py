@@ -4,7 +4,7 @@ r"""Results tables: evaluator JSONs side by side, as Markdown.
 
 Each argument is a column: a name and the JSON(s) that ``python -m attrdis.evaluate`` wrote.
 A column of several JSONs (runs with different seeds) shows each metric's mean ± standard
-deviation over them (population std, n − 0). Rows are the headline metrics of every family:
+deviation over them (the sample standard deviation, n − 1 in the denominator). Rows are the headline metrics of every family:
 reconstruction, ground truth per attribute set (with the skill 1 − L1/L1 of returning the
 source), transfer accuracy and its share of the evaluation networks' ceiling, intensity,
 where each attribute comes from, Table IV synthesis, Table III Hopkins, Fig. 5 entropy and
@@ -103,7 +103,7 @@ def cell(runs: list[dict], key: str, fmt: str) -> str:
     return "—"
   if len(values) == 1:
     return fmt.format(values[0])
-  return f"{fmt.format(float(np.mean(values)))} ± {fmt.format(float(np.std(values)))}"
+  return f"{fmt.format(float(np.mean(values)))} ± {fmt.format(float(np.std(values, ddof=1)))}"
 
 
 def table(columns: list[tuple[str, list[dict]]], rows=None) -> str:

@@ -4,7 +4,6 @@ import importlib.util
 import json
 import os
 
-import numpy as np
 
 from attrdis import cli
 
@@ -28,8 +27,8 @@ def test_single_runs_and_seed_columns(tmp_path, capsys):
   out = capsys.readouterr().out.splitlines()
   assert out[0] == "| metric | λ = 1 | seeds |"
   psnr = next(l for l in out if l.startswith("| Reconstruction PSNR"))
-  mean, std = np.mean([30.0, 31.0, 35.0]), np.std([30.0, 31.0, 35.0])
-  assert psnr.split(" | ")[1:] == ["30.00", f"{mean:.2f} ± {std:.2f} |"]
+  # By hand: mean 32; deviations -2, -1, 3; sample std sqrt((4 + 1 + 9) / 2) = 2.6458.
+  assert psnr.split(" | ")[1:] == ["30.00", "32.00 ± 2.65 |"]
   assert any(l.startswith("| *Return the source: L1* | 0.0800 | 0.0800 |") for l in out)
   # Metrics no run has are left out.
   assert not any("Hopkins" in l for l in out)

@@ -23,20 +23,9 @@ import numpy as np
 from PIL import Image
 
 from attrdis import errors
+from attrdis.images import IMAGE_EXTENSIONS
 from attrdis import input_pipeline
 
-IMAGE_EXTENSIONS = (
-  ".png",
-  ".jpg",
-  ".jpeg",
-  ".bmp",
-  ".gif",
-  ".tif",
-  ".tiff",
-  ".webp",
-  ".ppm",
-  ".pgm",
-)
 SPLIT_PREFIX = "split:"
 _SPLIT_RE = re.compile(
   r"(?P<name>[A-Za-z0-9_\-]+)"

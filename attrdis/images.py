@@ -7,6 +7,21 @@ import os
 import numpy as np
 from PIL import Image
 
+# The file names read as images where a folder of pictures is given (the sampler's sources,
+# labelled folders).
+IMAGE_EXTENSIONS = (
+  ".png",
+  ".jpg",
+  ".jpeg",
+  ".bmp",
+  ".gif",
+  ".tif",
+  ".tiff",
+  ".webp",
+  ".ppm",
+  ".pgm",
+)
+
 
 def to_uint8(images) -> np.ndarray:
   """float images in [-1, 1] → uint8 [0, 255] (clipped)."""

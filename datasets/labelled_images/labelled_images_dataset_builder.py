@@ -51,6 +51,7 @@ from PIL import ImageOps
 import tensorflow_datasets as tfds
 
 from attrdis import errors
+from attrdis.images import IMAGE_EXTENSIONS
 from attrdis_datasets import vendor
 
 DATASET = "labelled_images"
@@ -61,18 +62,6 @@ SPLITS = ("train", "test")
 IDENTITY = "identity"  # a column of this name holds people: never checked for unseen values
 # Feature names the builder uses itself, and "rest", the name of the code z_0.
 RESERVED = ("image", "file_name", "flipped", "rest")
-IMAGE_EXTENSIONS = (
-  ".png",
-  ".jpg",
-  ".jpeg",
-  ".bmp",
-  ".gif",
-  ".tif",
-  ".tiff",
-  ".webp",
-  ".ppm",
-  ".pgm",
-)
 CROPS = ("center", "none")
 SPLIT_MODES = ("auto", "split", "random")  # or the name of a column
 FLIP_SUFFIX = "#flipped"  # key suffix of the mirrored training examples

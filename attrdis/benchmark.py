@@ -6,14 +6,18 @@ r"""Throughput of the train step, the input pipeline and the evaluator, as JSON.
 ``--part=train`` (default) builds the model and a synthetic batch on the devices (no dataset
 needed), compiles the jitted train step (``train_step.jit_train_step``, the one training uses),
 times ``--steps`` timed samples of ``--window`` back-to-back steps each after ``--warmup`` steps,
-and prints one JSON object: compile seconds, the median and spread of the step time, images/s
+and prints one JSON object: compile seconds (cold, or read from the persistent compilation
+cache when ``compile_from_cache``; then ``warm_*``: traced and compiled again after
+``jax.clear_caches()``, as a resumed run would; ``--compilation_cache=$(mktemp -d)`` makes the
+first compile cold), the median and spread of the step time, images/s
 (global and per device), FLOPs per step from XLA's cost analysis of the compiled step, achieved
 FLOP/s, the device's peak measured here with a large matmul in the step's compute dtype, their
 ratio (MFU), and memory (the compiled program's sizes; peak device memory where the backend
 reports it).
 
-``--part=input`` measures the grain loader alone (images/s delivered from the TFDS data source of
-``config.dataset``, which must be prepared or preparable here: e.g. configs/synthetic.py);
+``--part=input`` measures the grain loader alone (images/s in total and per worker process,
+delivered from the TFDS data source of ``config.dataset``, which must be prepared or preparable
+here: e.g. configs/synthetic.py; with ``--train_json``, the ratio to that step's images/s);
 ``--part=eval`` the evaluator's compute (translation through the generator, Inception pool3
 features and the attribute classifiers, random weights: speed does not depend on them).
 
@@ -384,6 +388,46 @@ def default_window(devices) -> int:
   return _WINDOW.value or (1 if devices[0].platform == "cpu" else 10)
 
 
+class CacheHits:
+  """Counts JAX's persistent compilation cache hits inside a ``with`` block."""
+
+  EVENT = "/jax/compilation_cache/cache_hits"
+
+  def __init__(self):
+    self.count = 0
+
+  def _listen(self, event: str, **kwargs) -> None:
+    del kwargs
+    if event == self.EVENT:
+      self.count += 1
+
+  def __enter__(self) -> "CacheHits":
+    jax.monitoring.register_event_listener(self._listen)
+    return self
+
+  def __exit__(self, *exc) -> None:
+    jax.monitoring.unregister_event_listener(self._listen)
+
+
+def compile_again(models, config, mesh, schedule, state, batch) -> dict:
+  """The train step traced and compiled once more in this process after
+  ``jax.clear_caches()``: what a new process (a resumed run) pays with the cache the first
+  compile filled (``warm_compile_from_cache`` says whether it was read from there)."""
+  jax.clear_caches()
+  fn = step_lib.jit_train_step(models, config, mesh, schedule)
+  with CacheHits() as hits:
+    t0 = time.perf_counter()
+    lowered = fn.lower(state, batch)
+    t1 = time.perf_counter()
+    lowered.compile()
+    t2 = time.perf_counter()
+  return {
+    "warm_trace_s": t1 - t0,
+    "warm_compile_s": t2 - t1,
+    "warm_compile_from_cache": hits.count > 0,
+  }
+
+
 def benchmark_train(
   config,
   num_classes,
@@ -411,11 +455,13 @@ def benchmark_train(
   jax.block_until_ready((state, batch))
 
   fn = step_lib.jit_train_step(models, config, mesh, schedule)
-  t0, c0 = time.perf_counter(), time.process_time()
-  lowered = fn.lower(state, batch)
-  t1, c1 = time.perf_counter(), time.process_time()
-  compiled = lowered.compile()
-  t2, c2 = time.perf_counter(), time.process_time()
+  with CacheHits() as first_hits:
+    t0, c0 = time.perf_counter(), time.process_time()
+    lowered = fn.lower(state, batch)
+    t1, c1 = time.perf_counter(), time.process_time()
+    compiled = lowered.compile()
+    t2, c2 = time.perf_counter(), time.process_time()
+  again = compile_again(models, config, mesh, schedule, state, batch)
   flops_device = cost_flops(compiled)
   flops_model = model_flops(config, num_classes)
 
@@ -462,8 +508,12 @@ def benchmark_train(
     "model": {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.model.items()},
     "trace_s": t1 - t0,
     "compile_s": t2 - t1,
-    # Set: a second run with the same config reads the step from the cache (warm compile_s).
+    # compile_from_cache false: compile_s is a cold compile (with a new --compilation_cache
+    # folder it always is); the warm_* fields time the same step traced and compiled again
+    # after jax.clear_caches(), read back from the persistent cache when it is on.
+    "compile_from_cache": first_hits.count > 0,
     "compilation_cache": jax.config.jax_compilation_cache_dir,
+    **again,
     "trace_process_cpu_s": c1 - c0,
     "compile_process_cpu_s": c2 - c1,
     "first_step_s": first_step,
@@ -532,7 +582,7 @@ def benchmark_input(config, *, batches: int, workers: int, train_json: str = "")
   it = iter(loader)
   first = next(it)
   first_batch_s = time.perf_counter() - t0
-  for _ in range(min(5, batches)):  # workers warm
+  for _ in range(max(5, 2 * num_workers)):  # every worker started and delivering
     next(it)
   t1 = time.perf_counter()
   n = 0
@@ -561,6 +611,8 @@ def benchmark_input(config, *, batches: int, workers: int, train_json: str = "")
     "first_batch_s": first_batch_s,
     "batches": batches,
     "images_per_s": n / host_s,
+    # workers = 0 reads in this process: one reader either way.
+    "images_per_s_per_worker": n / host_s / max(num_workers, 1),
     "images_per_s_to_device": m / device_s,
     "image_shape": list(first["image"].shape),
     "environment": environment(jax.devices()),
@@ -570,7 +622,10 @@ def benchmark_input(config, *, batches: int, workers: int, train_json: str = "")
       with open(train_json) as f:
         train = json.load(f)
       result["train_images_per_s"] = train["images_per_s"]
-      result["ratio_to_train"] = result["images_per_s_to_device"] / train["images_per_s"]
+      # The lower of the two rates: the device phase can start on batches the workers
+      # buffered before it.
+      delivered = min(result["images_per_s"], result["images_per_s_to_device"])
+      result["ratio_to_train"] = delivered / train["images_per_s"]
       result["train_json"] = train_json
     except (OSError, ValueError, KeyError) as e:
       result["train_json_error"] = f"{train_json}: {e}"

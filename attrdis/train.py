@@ -22,6 +22,7 @@ import _thread
 import contextlib
 import functools
 import gc
+import importlib
 import os
 import signal
 import socket
@@ -315,18 +316,42 @@ class Preemption:
     self._previous = {}
 
 
-def log_parameter_counts(params: dict) -> None:
+def log_parameter_counts(params: dict, overview: bool = True) -> None:
+  """Logs the parameter count of each group; with ``overview``, also each group's table of
+  shapes, means and standard deviations (which needs values, not only shapes)."""
   from clu import parameter_overview  # pylint: disable=g-import-not-at-top
 
-  for group in ts.GROUPS:
-    parameter_overview.log_parameter_overview(params[group], msg=f"Parameters: {group}")
+  if overview:
+    for group in ts.GROUPS:
+      parameter_overview.log_parameter_overview(params[group], msg=f"Parameters: {group}")
   counts = {g: parameter_overview.count_parameters(params[g]) for g in ts.GROUPS}
   logging.info("Parameter counts: %s (total %d)", counts, sum(counts.values()))
 
 
+# clu.metric_writers and clu.periodic_actions import TensorFlow: seconds, the largest part of a
+# resumed run's start. A thread imports them while the state is restored and the step
+# compiled; the first import statement for them that runs later waits for that thread.
+_CLU_MODULES = ("clu.metric_writers", "clu.periodic_actions")
+
+
+def import_clu_in_background() -> threading.Thread:
+  """Starts importing the TensorFlow-backed clu modules in a daemon thread (an import that
+  fails there fails again, with its traceback, where the module is used)."""
+
+  def run():
+    for name in _CLU_MODULES:
+      try:
+        importlib.import_module(name)
+      except Exception:  # pylint: disable=broad-except
+        return
+
+  thread = threading.Thread(target=run, name="attrdis-import-clu", daemon=True)
+  thread.start()
+  return thread
+
+
 def create_writer(workdir: str):
   """TensorBoard + ``metrics.jsonl`` on process 0; logging only elsewhere."""
-  # clu.metric_writers imports TensorFlow (seconds): only once the checks have passed.
   from clu import metric_writers  # pylint: disable=g-import-not-at-top
   from attrdis import jsonl_writer  # pylint: disable=g-import-not-at-top
 
@@ -565,6 +590,8 @@ def _train(
   """The loop of :func:`train_and_evaluate` (after its checks); ``writers`` receives the
   metric writer, for the caller to flush if the run fails; ``cleanup`` closes the data
   iterator when the run ends."""
+  started = time.perf_counter()
+  import_clu_in_background()
   builder, info = input_pipeline.load(config)
   num_train_steps = num_steps(config, info)
   models = ts.create_models(config, info.num_classes, num_train_steps)
@@ -572,20 +599,30 @@ def _train(
   mesh = step_lib.make_mesh()
   replicated, data_sharding = step_lib.shardings(mesh)
 
-  host_state = ts.create_train_state(models, config.seed)
-  if jax.process_index() == 0:
-    log_parameter_counts(host_state.params)
-  state = to_global(host_state, replicated)
-  del host_state
+  if latest is None:
+    host_state = ts.create_train_state(models, config.seed)
+    if jax.process_index() == 0:
+      log_parameter_counts(host_state.params)
+    state = to_global(host_state, replicated)
+    del host_state
+  else:
+    # The checkpoint supplies every value: the state is only described (shapes, dtypes,
+    # shardings), so a resumed run does not compile and run the initialisation.
+    state = checkpoints.abstract(
+      jax.eval_shape(lambda: ts.create_train_state(models, config.seed)), replicated
+    )
+    if jax.process_index() == 0:
+      log_parameter_counts(state.params, overview=False)
 
   rows = data_rows(data_sharding, config.batch_size)
   data_iter = iter(input_pipeline.create_loader(config, builder, "train", train=True, rows=rows))
   cleanup.callback(close_iterator, data_iter)
   if latest is not None:
     logging.info("Resuming from %s at step %d.", checkpoints.checkpoint_dir(workdir), latest)
-    state = checkpoints.restore_train(mngr, latest, checkpoints.abstract(state), data_iter)
+    state = checkpoints.restore_train(mngr, latest, state, data_iter)
   initial_step = int(fetch(state.step))
 
+  train_fn = compile_train_step(models, config, mesh, schedule, state, len(info.attributes))
   writer = create_writer(workdir)
   writers.append(writer)
   if initial_step == 0:
@@ -595,7 +632,6 @@ def _train(
         for k, v in configuration.flat_items(config)
       }
     )
-  train_fn = compile_train_step(models, config, mesh, schedule, state, len(info.attributes))
   state_flag = state_flag_fn(replicated)
   grid_fn = jax.jit(functools.partial(sampling.monitoring_rows, models))
   monitor_x = to_global(sample_images(config, builder, info), replicated)
@@ -634,6 +670,13 @@ def _train(
       )
       state, metrics = train_fn(state, batch)
       pending.append((step, dict(metrics, nonfinite_state=state_flag(state))))
+    if step == initial_step + 1:
+      jax.block_until_ready(metrics)
+      logging.info(
+        "First step (%d) done %.1f s after the trainer started.",
+        step,
+        time.perf_counter() - started,
+      )
     report(step)
     preempted = preemption.reached(step)
     last = step == num_train_steps or step == stop_at_step or preempted

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Seconds from the command's start to the compiled train step when a run resumes, with JAX's
-# persistent compilation cache off (cold) and on (warm). Usage, after the Quickstart's run:
+# Seconds from the command's start to the compiled train step and to the end of the first step
+# when a run resumes, with JAX's persistent compilation cache off (cold) and on (warm). Usage, after the Quickstart's run:
 #
 #     bash benchmarks/warm_start.sh /tmp/attrdis_demo [OUT]
 #
@@ -10,6 +10,7 @@
 set -euo pipefail
 src=${1:?usage: warm_start.sh WORKDIR [OUT]}
 out=${2:-$(mktemp -d)}
+mkdir -p "$out"
 cd "$(dirname "$0")/.."
 for mode in cold warm; do
   w=$out/$mode
@@ -24,8 +25,11 @@ for mode in cold warm; do
     sleep 0.2
   done
   compiled=$(date +%s.%N)
+  until grep -q "First step" "$log"; do sleep 0.05; done
+  first=$(date +%s.%N)
   until grep -q "^step 1050/" "$log"; do sleep 0.2; done
   kill -TERM $pid; wait $pid || true
-  echo "$mode: $(python -c "print(round($compiled - $start, 1))") s from the start to the compiled step;" \
-       "$(grep -o 'compiled in [0-9.]* s' "$log")"
+  echo "$mode: $(python -c "print(round($compiled - $start, 1))") s from the start to the compiled step" \
+       "($(grep -o 'compiled in [0-9.]* s' "$log")), $(python -c "print(round($first - $start, 1))") s" \
+       "to the end of the first step"
 done

@@ -6,9 +6,9 @@ works, and ``attrdis.input_pipeline`` finds it by name.
 
 The contract every builder keeps (the input pipeline, sampling and evaluation rely on it):
 
-* the feature ``image``: uint8 RGB (S, S, 3), as ``tfds.features.Image(shape=(S, S, 3))``
-  (PNG: the vendor builders and labelled folders) or a raw ``tfds.features.Tensor`` with
-  ``Encoding.BYTES`` (synthetic faces: reading is a copy);
+* the feature ``image``: uint8 RGB (S, S, 3), stored raw (``features.image``: a
+  ``tfds.features.Tensor`` with ``Encoding.BYTES``, so that reading is a copy; datasets
+  prepared by older versions store PNGs, as ``tfds.features.Image``, and read the same);
 * one ``tfds.features.ClassLabel`` per categorical attribute, under the attribute's
   name (``identity``, ``expression``, ``illumination``, ``gaze``, ``color``, ``pose``);
   any of them can be chosen as a modelled attribute by ``config.dataset.attributes``;

@@ -23,7 +23,6 @@ examples of one image). The labelled-folder builder (``datasets/labelled_images`
 from __future__ import annotations
 
 import abc
-import io
 import os
 import pathlib
 import re
@@ -307,16 +306,6 @@ def crop_resize(img: Image.Image, box: tuple[int, int, int, int], image_size: in
   return np.asarray(out, dtype=np.uint8)
 
 
-def png_bytes(image: np.ndarray) -> bytes:
-  """uint8 (H, W, 3) → PNG bytes (what the builders give TFDS: no TensorFlow needed)."""
-  buf = io.BytesIO()
-  array = np.ascontiguousarray(image, dtype=np.uint8)
-  if array.ndim != 3 or array.shape[2] != 3:
-    raise ValueError(f"expected an (H, W, 3) image, got shape {array.shape}")
-  Image.fromarray(array).save(buf, format="PNG")
-  return buf.getvalue()
-
-
 def _first_line(text: str) -> str:
   return text.strip().splitlines()[0] if text.strip() else text
 
@@ -396,7 +385,7 @@ class VendorBuilder(ManualDirBuilder, skip_registration=True):
   def examples(
     self, record, image: np.ndarray, train: bool
   ) -> Iterator[tuple[str, dict[str, Any]]]:
-    """The (key, example) pairs of one image (with ``image`` as :func:`png_bytes`)."""
+    """The (key, example) pairs of one image (with ``image`` as :func:`features.pixels`)."""
 
   def _split_generators(self, dl_manager):
     name = self.DATASET

@@ -71,13 +71,20 @@ def test_num_classes_from_table_or_flag():
     benchmark.num_classes_of(config)
 
 
-def test_input_part_measures_the_grain_loader(synthetic_data_dir):
+def test_input_part_measures_the_grain_loader(synthetic_data_dir, tmp_path):
   config = tiny_config(batch_size=4)
   config.dataset.data_dir = synthetic_data_dir
-  result = benchmark.benchmark_input(config, batches=3, workers=0)
+  train_json = tmp_path / "train.json"
+  train_json.write_text(json.dumps({"images_per_s": 2.5}))
+  result = benchmark.benchmark_input(config, batches=3, workers=0, train_json=str(train_json))
+  # The ratio to the step: the lower of the loader's two rates over the step's images/s.
+  assert result["ratio_to_train"] == pytest.approx(
+    min(result["images_per_s"], result["images_per_s_to_device"]) / 2.5
+  )
   assert result["dataset"] == "synthetic_faces" and result["builder_config"] == "tiny"
   assert result["image_shape"] == [4, 16, 16, 3]
   assert result["images_per_s"] > 0 and result["images_per_s_to_device"] > 0
+  assert result["workers"] == 0 and result["images_per_s_per_worker"] == result["images_per_s"]
 
 
 def test_input_part_names_a_missing_dataset(tmp_path):
@@ -95,8 +102,14 @@ def test_summarize():
   assert s["median"] == 2.5 and s["min"] == 1.0 and s["max"] == 10.0 and s["n"] == 4
 
 
-def test_cli_prints_json():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+def test_cli_prints_json(tmp_path):
+  # Every compilation is cached (threshold 0), in a folder of this test's own.
+  env = dict(
+    os.environ,
+    XLA_FLAGS="--xla_force_host_platform_device_count=2",
+    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+  )
+  cache = str(tmp_path / "cache")
   cmd = [
     sys.executable,
     "-m",
@@ -113,15 +126,24 @@ def test_cli_prints_json():
     "--matmul_size=128",
     "--num_classes=5,3,4",
   ]
-  out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  out = subprocess.run(
+    cmd + [f"--compilation_cache={cache}"],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert out.returncode == 0, out.stderr[-2000:]
   result = json.loads(out.stdout)
   assert result["part"] == "train" and result["config"] == "configs/synthetic.py"
   assert result["num_classes"] == [5, 3, 4] and result["image_size"] == 16
   assert result["environment"]["num_devices"] == 2 and result["mfu"] > 0
-  # The command enables the persistent cache where the environment (conftest) points it.
-  assert result["compilation_cache"] == os.path.abspath(os.environ["JAX_COMPILATION_CACHE_DIR"])
-  assert os.path.isdir(result["compilation_cache"])
+  # A new cache folder: the first compile is cold, the second (after jax.clear_caches())
+  # reads the step the first one wrote there.
+  assert result["compilation_cache"] == cache and os.listdir(cache)
+  assert result["compile_from_cache"] is False and result["warm_compile_from_cache"] is True
+  assert result["compile_s"] > 0 and result["warm_compile_s"] > 0 and result["warm_trace_s"] > 0
 
   bad = subprocess.run(
     cmd[:4] + ["--config.dtype=float16"],

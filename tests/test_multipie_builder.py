@@ -61,6 +61,7 @@ def test_config_names_and_features(paper, tmp_path):
   assert f["identity"].names == [f"{i:03d}" for i in range(1, 13)]
   assert builder.info.file_format.value == "array_record"
   assert list(pathlib.Path(builder.data_dir).glob("multipie-train.array_record*"))
+  vf.assert_images_stored_raw(builder)
 
 
 def test_split_sizes_and_held_out_subjects(paper):

@@ -18,7 +18,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 
 from absl import flags
@@ -59,7 +58,7 @@ class Runs:
   """Starts run_train.py subprocesses sharing one compilation cache. stdout (progress lines)
   is a pipe; stderr (absl's log) goes to a file, so that no pipe fills up and blocks."""
 
-  def __init__(self, cache_dir):
+  def __init__(self, cache_dir, logs_dir):
     self.env = dict(
       os.environ,
       JAX_PLATFORMS="cpu",
@@ -67,7 +66,7 @@ class Runs:
       JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
       TF_CPP_MIN_LOG_LEVEL="2",
     )
-    self.logs = tempfile.mkdtemp(prefix="run_train_logs_", dir=str(cache_dir))
+    self.logs = str(logs_dir)
     self.count = 0
     self.started = []
 
@@ -162,9 +161,10 @@ def wait_for_line(proc, pattern, timeout=900):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-  # $ATTRDIS_TEST_XLA_CACHE keeps the cache between sessions (entries are keyed by the HLO).
-  cache = os.environ.get("ATTRDIS_TEST_XLA_CACHE") or tmp_path_factory.mktemp("xla_cache")
-  runs = Runs(cache)
+  # The suite's cache (conftest: kept between sessions; entries are keyed by the HLO), or
+  # $ATTRDIS_TEST_XLA_CACHE.
+  cache = os.environ.get("ATTRDIS_TEST_XLA_CACHE") or os.environ["JAX_COMPILATION_CACHE_DIR"]
+  runs = Runs(cache, tmp_path_factory.mktemp("run_train_logs"))
   yield runs
   runs.stop_all()  # whatever a failed test left running
 

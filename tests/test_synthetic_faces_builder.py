@@ -59,6 +59,13 @@ def tiny(tmp_path_factory):
   return builder, {s: _records(builder, s) for s in ("train", "test")}
 
 
+def test_images_are_stored_raw(tiny):
+  import vendor_fixtures  # pylint: disable=g-import-not-at-top
+
+  builder, _ = tiny
+  vendor_fixtures.assert_images_stored_raw(builder, "test")
+
+
 def test_configs(tmp_path):
   configs = sf.Builder.BUILDER_CONFIGS
   assert [c.name for c in configs] == ["64px", "32px", "128px", "tiny"]

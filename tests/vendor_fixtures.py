@@ -346,3 +346,27 @@ def painting_errors(
       f"(dark strip expected on the {'right' if mirrored else 'left'})"
     )
   return errors
+
+
+def stored_records(builder, split: str) -> list[bytes]:
+  """The serialized examples of a prepared split, as written in its array_record files."""
+  from array_record.python.array_record_module import ArrayRecordReader  # pylint: disable=g-import-not-at-top
+
+  records = []
+  for path in sorted(pathlib.Path(builder.data_dir).glob(f"*-{split}.array_record-*")):
+    reader = ArrayRecordReader(str(path))
+    records += reader.read_all()
+    reader.close()
+  return records
+
+
+def assert_images_stored_raw(builder, split: str = "train") -> None:
+  """Every stored example holds its image's pixels byte for byte (reading is a copy), and no
+  PNG."""
+  source = builder.as_data_source(split)
+  records = stored_records(builder, split)
+  assert len(records) == len(source) > 0
+  images = {np.asarray(source[i]["image"]).tobytes() for i in range(len(source))}
+  for record in records:
+    assert b"\x89PNG" not in record
+    assert sum(image in record for image in images) >= 1

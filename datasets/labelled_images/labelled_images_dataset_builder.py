@@ -52,6 +52,7 @@ import tensorflow_datasets as tfds
 
 from attrdis import errors
 from attrdis.images import IMAGE_EXTENSIONS
+from attrdis_datasets import features as features_lib
 from attrdis_datasets import vendor
 
 DATASET = "labelled_images"
@@ -718,8 +719,12 @@ class Builder(vendor.ManualDirBuilder):
   """
 
   name = DATASET
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "First release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+    "1.0.0": "First release.",
+    "1.1.0": "The same pixels, stored raw (a uint8 tensor) instead of as PNG: reading an image "
+    "is a copy, several times faster than decoding a PNG.",
+  }
   BUILDER_CONFIGS = [
     FolderConfig(
       name="default",
@@ -767,7 +772,7 @@ class Builder(vendor.ManualDirBuilder):
     names = class_names(table)
     swaps = check_flip_swap(table, config, names) if config.flip else {}
     size = int(config.image_size)
-    features = {"image": tfds.features.Image(shape=(size, size, 3), encoding_format="png")}
+    features = {"image": features_lib.image(size)}
     for c in table.columns:
       features[c] = tfds.features.ClassLabel(names=names[c])
     features["file_name"] = tfds.features.Text()
@@ -855,7 +860,7 @@ class Builder(vendor.ManualDirBuilder):
       if image is None:
         continue
       example = {
-        "image": vendor.png_bytes(image),
+        "image": features_lib.pixels(image),
         "file_name": row.file,
         "flipped": False,
         **row.labels,
@@ -865,7 +870,7 @@ class Builder(vendor.ManualDirBuilder):
         mirrored = {c: swaps.get(c, {}).get(v, v) for c, v in row.labels.items()}
         yield (
           row.file + FLIP_SUFFIX,
-          dict(example, image=vendor.png_bytes(image[:, ::-1]), flipped=True, **mirrored),
+          dict(example, image=features_lib.pixels(image[:, ::-1]), flipped=True, **mirrored),
         )
 
 

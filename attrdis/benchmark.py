@@ -409,22 +409,22 @@ class CacheHits:
     jax.monitoring.unregister_event_listener(self._listen)
 
 
-def compile_again(models, config, mesh, schedule, state, batch) -> dict:
-  """The train step traced and compiled once more in this process after
-  ``jax.clear_caches()``: what a new process (a resumed run) pays with the cache the first
-  compile filled (``warm_compile_from_cache`` says whether it was read from there)."""
-  jax.clear_caches()
-  fn = step_lib.jit_train_step(models, config, mesh, schedule)
+def timed_compile(fn, state, batch) -> tuple[Any, dict]:
+  """Lowers and compiles ``fn`` for (state, batch); returns the compiled step and the wall and
+  process-CPU seconds of each stage, with whether the compile was read from the persistent
+  compilation cache."""
   with CacheHits() as hits:
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     lowered = fn.lower(state, batch)
-    t1 = time.perf_counter()
-    lowered.compile()
-    t2 = time.perf_counter()
-  return {
-    "warm_trace_s": t1 - t0,
-    "warm_compile_s": t2 - t1,
-    "warm_compile_from_cache": hits.count > 0,
+    t1, c1 = time.perf_counter(), time.process_time()
+    compiled = lowered.compile()
+    t2, c2 = time.perf_counter(), time.process_time()
+  return compiled, {
+    "trace_s": t1 - t0,
+    "compile_s": t2 - t1,
+    "trace_process_cpu_s": c1 - c0,
+    "compile_process_cpu_s": c2 - c1,
+    "from_cache": hits.count > 0,
   }
 
 
@@ -454,14 +454,13 @@ def benchmark_train(
   batch = synthetic_batch(config.batch_size, config.image_size, num_classes, data, config.seed)
   jax.block_until_ready((state, batch))
 
-  fn = step_lib.jit_train_step(models, config, mesh, schedule)
-  with CacheHits() as first_hits:
-    t0, c0 = time.perf_counter(), time.process_time()
-    lowered = fn.lower(state, batch)
-    t1, c1 = time.perf_counter(), time.process_time()
-    compiled = lowered.compile()
-    t2, c2 = time.perf_counter(), time.process_time()
-  again = compile_again(models, config, mesh, schedule, state, batch)
+  compiled, first = timed_compile(
+    step_lib.jit_train_step(models, config, mesh, schedule), state, batch
+  )
+  # The same step traced and compiled once more after jax.clear_caches(): what a new process
+  # (a resumed run) pays with the persistent cache the first compile filled.
+  jax.clear_caches()
+  _, warm = timed_compile(step_lib.jit_train_step(models, config, mesh, schedule), state, batch)
   flops_device = cost_flops(compiled)
   flops_model = model_flops(config, num_classes)
 
@@ -506,16 +505,18 @@ def benchmark_train(
     "num_classes": list(num_classes),
     "dtype": config.dtype,
     "model": {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.model.items()},
-    "trace_s": t1 - t0,
-    "compile_s": t2 - t1,
+    "trace_s": first["trace_s"],
+    "compile_s": first["compile_s"],
     # compile_from_cache false: compile_s is a cold compile (with a new --compilation_cache
     # folder it always is); the warm_* fields time the same step traced and compiled again
     # after jax.clear_caches(), read back from the persistent cache when it is on.
-    "compile_from_cache": first_hits.count > 0,
+    "compile_from_cache": first["from_cache"],
     "compilation_cache": jax.config.jax_compilation_cache_dir,
-    **again,
-    "trace_process_cpu_s": c1 - c0,
-    "compile_process_cpu_s": c2 - c1,
+    "warm_trace_s": warm["trace_s"],
+    "warm_compile_s": warm["compile_s"],
+    "warm_compile_from_cache": warm["from_cache"],
+    "trace_process_cpu_s": first["trace_process_cpu_s"],
+    "compile_process_cpu_s": first["compile_process_cpu_s"],
     "first_step_s": first_step,
     "window": window,
     "step_s": step,

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Seconds from the command's start to the compiled train step and to the end of the first step
-# when a run resumes, with JAX's persistent compilation cache off (cold) and on (warm). Usage, after the Quickstart's run:
+# when a run resumes, with JAX's persistent compilation cache off (cold) and on (warm). Usage,
+# after the Quickstart's run:
 #
 #     bash benchmarks/warm_start.sh /tmp/attrdis_demo [OUT]
 #

@@ -195,8 +195,7 @@ class Builder(vendor.VendorBuilder):
   VERSION = tfds.core.Version("1.1.0")
   RELEASE_NOTES = {
     "1.0.0": "First release.",
-    "1.1.0": "The same pixels, stored raw (a uint8 tensor) instead of as PNG: reading an image "
-    "is a copy, several times faster than decoding a PNG.",
+    "1.1.0": features_lib.RAW_PIXELS_NOTE,
   }
   BUILDER_CONFIGS = [
     Bu3dfeConfig(name="default", image_size=128, description="All 2D frontal textures; 128 px."),

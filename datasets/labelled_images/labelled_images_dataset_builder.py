@@ -722,8 +722,7 @@ class Builder(vendor.ManualDirBuilder):
   VERSION = tfds.core.Version("1.1.0")
   RELEASE_NOTES = {
     "1.0.0": "First release.",
-    "1.1.0": "The same pixels, stored raw (a uint8 tensor) instead of as PNG: reading an image "
-    "is a copy, several times faster than decoding a PNG.",
+    "1.1.0": features_lib.RAW_PIXELS_NOTE,
   }
   BUILDER_CONFIGS = [
     FolderConfig(

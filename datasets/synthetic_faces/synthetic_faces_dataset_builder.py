@@ -17,9 +17,9 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from attrdis.synthetic import design as design_lib
-from attrdis_datasets import features as features_lib
 from attrdis.synthetic import factors as factors_lib
 from attrdis.synthetic import render as render_lib
+from attrdis_datasets import features as features_lib
 
 _RENDER_BATCH = 64
 
@@ -78,10 +78,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       "thicker brows, and deformations about twice as strong (at intensity 1 each "
       "expression moves 5-7 % of the pixels by more than 0.1 at 32 px, was 1-2.5 %)."
     ),
-    "2.1.0": (
-      "The same pixels, stored raw (a uint8 tensor) instead of as PNG: reading an "
-      "image is a copy, several times faster than decoding a PNG."
-    ),
+    "2.1.0": features_lib.RAW_PIXELS_NOTE,
   }
   BUILDER_CONFIGS = [_make_config(n) for n in design_lib.CONFIGS]  # 64px first: the default
   DEFAULT_CONFIG_NAME = design_lib.DEFAULT_CONFIG
@@ -94,7 +91,6 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       description=__doc__,
       features=tfds.features.FeaturesDict(
         {
-          # Raw pixels: reading is a copy (at 128 px ~5x faster than a PNG decode).
           "image": features_lib.image(size),
           "identity": tfds.features.ClassLabel(names=cfg.design.identity_names()),
           "expression": tfds.features.ClassLabel(names=factors_lib.EXPRESSIONS),

@@ -22,7 +22,6 @@ import _thread
 import contextlib
 import functools
 import gc
-import importlib
 import os
 import signal
 import socket
@@ -41,6 +40,7 @@ from attrdis import configuration
 from attrdis import errors
 from attrdis import images
 from attrdis import input_pipeline
+from attrdis import metric_writers
 from attrdis import sampling
 from attrdis import train_state as ts
 from attrdis import train_step as step_lib
@@ -328,41 +328,15 @@ def log_parameter_counts(params: dict, overview: bool = True) -> None:
   logging.info("Parameter counts: %s (total %d)", counts, sum(counts.values()))
 
 
-# clu.metric_writers and clu.periodic_actions import TensorFlow: seconds, the largest part of a
-# resumed run's start. A thread imports them while the state is restored and the step
-# compiled; the first import statement for them that runs later waits for that thread.
-_CLU_MODULES = ("clu.metric_writers", "clu.periodic_actions")
-
-
-def import_clu_in_background() -> threading.Thread:
-  """Starts importing the TensorFlow-backed clu modules in a daemon thread (an import that
-  fails there fails again, with its traceback, where the module is used)."""
-
-  def run():
-    for name in _CLU_MODULES:
-      try:
-        importlib.import_module(name)
-      except Exception:  # pylint: disable=broad-except
-        return
-
-  thread = threading.Thread(target=run, name="attrdis-import-clu", daemon=True)
-  thread.start()
-  return thread
-
-
-def create_writer(workdir: str):
-  """TensorBoard + ``metrics.jsonl`` on process 0; logging only elsewhere."""
-  from clu import metric_writers  # pylint: disable=g-import-not-at-top
-  from attrdis import jsonl_writer  # pylint: disable=g-import-not-at-top
-
-  if jax.process_index() != 0:
-    return metric_writers.create_default_writer(just_logging=True)
-  return metric_writers.MultiWriter(
-    [
-      metric_writers.create_default_writer(workdir, asynchronous=True),
-      jsonl_writer.JsonlWriter(os.path.join(workdir, "metrics.jsonl")),
-    ]
-  )
+def eta(steps_left: int, steps_per_sec: float) -> str:
+  """``", 1 h 02 min left"`` (``""`` when nothing is left or the rate is unknown)."""
+  if steps_left <= 0 or not steps_per_sec > 0:
+    return ""
+  minutes = round(steps_left / steps_per_sec / 60)
+  if minutes < 1:
+    return ", <1 min left"
+  hours, minutes = divmod(minutes, 60)
+  return f", {hours} h {minutes:02d} min left" if hours else f", {minutes} min left"
 
 
 FLAGS = ("nonfinite", "nonfinite_state")  # per-step flags among the metrics (1.0 = set)
@@ -499,7 +473,7 @@ def train_and_evaluate(
       raise
     except BaseException:
       # Let the checkpoint in flight (the last good one) complete before the error ends the
-      # run, and the metric writers' background threads finish (their log lines come first).
+      # run, and the metrics written so far reach their files.
       try:
         checkpoints.wait(mngr)
       except checkpoints.CheckpointError as e:
@@ -591,7 +565,6 @@ def _train(
   metric writer, for the caller to flush if the run fails; ``cleanup`` closes the data
   iterator when the run ends."""
   started = time.perf_counter()
-  import_clu_in_background()
   builder, info = input_pipeline.load(config)
   num_train_steps = num_steps(config, info)
   models = ts.create_models(config, info.num_classes, num_train_steps)
@@ -623,7 +596,7 @@ def _train(
   initial_step = int(fetch(state.step))
 
   train_fn = compile_train_step(models, config, mesh, schedule, state, len(info.attributes))
-  writer = create_writer(workdir)
+  writer = metric_writers.create_writer(workdir, jax.process_index())
   writers.append(writer)
   if initial_step == 0:
     writer.write_hparams(
@@ -635,12 +608,6 @@ def _train(
   state_flag = state_flag_fn(replicated)
   grid_fn = jax.jit(functools.partial(sampling.monitoring_rows, models))
   monitor_x = to_global(sample_images(config, builder, info), replicated)
-  from clu import periodic_actions  # pylint: disable=g-import-not-at-top
-
-  report = periodic_actions.ReportProgress(
-    num_train_steps=num_train_steps, every_steps=config.log_every_steps
-  )
-
   logging.info(
     "Training %s on %s (%s) for %d steps from step %d on %d device(s), %d "
     "process(es); this process reads rows %s of each global batch.",
@@ -677,7 +644,6 @@ def _train(
         step,
         time.perf_counter() - started,
       )
-    report(step)
     preempted = preemption.reached(step)
     last = step == num_train_steps or step == stop_at_step or preempted
     save_now = step % config.checkpoint_every_steps == 0 or last
@@ -704,7 +670,8 @@ def _train(
           f"step {step}/{num_train_steps}: loss_g={scalars['loss_g']:.4f} "
           f"loss_d={scalars['loss_d']:.4f} loss_c={scalars['loss_c']:.4f} "
           f"rec={scalars['rec']:.4f} acc_trn={scalars['acc_trn']:.3f} "
-          f"({per_attribute}){skipped} ({scalars['steps_per_sec']:.2f} steps/s)",
+          f"({per_attribute}){skipped} ({scalars['steps_per_sec']:.2f} steps/s"
+          f"{eta(num_train_steps - step, scalars['steps_per_sec'])})",
           flush=True,
         )
     elif save_now:
@@ -731,7 +698,7 @@ def _train(
     if last:
       break
   checkpoints.wait(mngr)
-  writer.flush()
+  writer.close()
   if preemption.signal_name is not None and step < num_train_steps:
     if jax.process_index() == 0:
       print(

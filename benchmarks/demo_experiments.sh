@@ -51,6 +51,8 @@ run() {
     dis0_seed2) train dis0_seed2 --config.seed=2 --config.loss_weights.dis=0 && evaluate dis0_seed2 ;;
     # Training length and image size (the demo otherwise):
     steps5k) train steps5k --config.num_train_steps=5000 && evaluate steps5k ;;
+    # Classifier width (the demo: (16, 64)): a first layer four times as wide.
+    cls_wide) train cls_wide --config.model.classifier_widths='(64,64)' && evaluate cls_wide ;;
     px64) train px64 --config.dataset.builder_config=64px --config.image_size=64 \
           && evaluate px64 _64px ;;
     *) echo "error: unknown experiment $1" >&2; exit 2 ;;
@@ -58,7 +60,7 @@ run() {
 }
 experiments=("$@")
 [ ${#experiments[@]} -gt 0 ] || experiments=(demo rec10 rec_only rec10_dis0 paper_shaped
-                                             dis0 seed1 dis0_seed1 seed2 dis0_seed2 steps5k px64)
+                                             dis0 seed1 dis0_seed1 seed2 dis0_seed2 steps5k px64 cls_wide)
 for e in "${experiments[@]}"; do
   echo "$(date -u +%H:%M:%S) $e"
   start=$SECONDS

@@ -102,15 +102,22 @@ def test_bf16_gradient_penalty_norm_and_losses_in_float32(setup):
   x = jnp.asarray(batch["image"])
   labels = [jnp.asarray(batch["label"][:, m]) for m in range(2)]
   perms, alpha = step_lib.draw_randomness(jax.random.key(0), 8, 2)
-  total, metrics = step_lib.compute_losses(
-    models, state.params, x, labels, perms, alpha, config.loss_weights
+  # The dtypes follow from the traced computation: jax.eval_shape traces it (the gradient
+  # penalty's double backward included) without running it.
+  total, metrics = jax.eval_shape(
+    lambda p: step_lib.compute_losses(models, p, x, labels, perms, alpha, config.loss_weights),
+    state.params,
   )
   assert jnp.dtype(total.dtype) == F32
-  assert all(jnp.dtype(v.dtype) == F32 for v in metrics.values())
-  grads = jax.grad(step_lib.compute_losses, argnums=1, has_aux=True)(
-    models, state.params, x, labels, perms, alpha, config.loss_weights
-  )[0]
+  assert "gp" in metrics and all(jnp.dtype(v.dtype) == F32 for v in metrics.values())
+  grads = jax.eval_shape(
+    lambda p: jax.grad(step_lib.compute_losses, argnums=1, has_aux=True)(
+      models, p, x, labels, perms, alpha, config.loss_weights
+    )[0],
+    state.params,
+  )
   assert {jnp.dtype(l.dtype) for l in jax.tree.leaves(grads)} == {F32}
+  assert jax.tree.structure(grads) == jax.tree.structure(state.params)
 
 
 def test_bf16_step_stays_close_to_float32_step(setup):

@@ -1,6 +1,7 @@
 """End to end: run_train.py on tiny synthetic faces, exact resume, workdir contents, bad input."""
 
 import glob
+import io
 import json
 import os
 import re
@@ -70,10 +71,26 @@ def test_cli_run_leaves_everything_and_resume_is_bit_exact(synthetic_data_dir, t
     "steps_per_sec",
   ):
     assert all(np.isfinite(r[key]) for r in rows), key
-  assert glob.glob(os.path.join(w_cli, "events.out.tfevents.*"))
   grid = Image.open(os.path.join(w_cli, "samples", "step_0000004.png"))
   # rows: inputs, targets, reconstructions, one per attribute (3); 4 columns of 16 px + 2 px pads
   assert grid.size == (4 * 16 + 5 * 2, 6 * 16 + 7 * 2)
+  # TensorBoard (read with its own loader): the same scalars, the same grids, the config.
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+
+  (events,) = glob.glob(os.path.join(w_cli, "events.out.tfevents.*"))
+  ea = event_accumulator.EventAccumulator(events, size_guidance={"images": 0, "scalars": 0})
+  ea.Reload()
+  for key in ("loss_g", "rec", "acc_trn/expression", "steps_per_sec"):
+    # float32 in the event file: within its rounding of the metrics.jsonl value.
+    assert [(e.step, e.value) for e in ea.Scalars(key)] == [
+      (r["step"], pytest.approx(r[key], rel=2**-23)) for r in rows
+    ], key
+  for event in ea.Images("samples"):
+    png = os.path.join(w_cli, "samples", f"step_{event.step:07d}.png")
+    shown = Image.open(io.BytesIO(event.encoded_image_string))
+    np.testing.assert_array_equal(np.asarray(shown), np.asarray(Image.open(png)))
+  assert [e.step for e in ea.Images("samples")] == [2, 4]
+  assert ea.PluginTagToContent("hparams")
 
   # Stopped after half the steps and resumed, in this process.
   w_resumed = str(tmp_path / "resumed")
@@ -272,15 +289,3 @@ def test_periodic_eval_is_logged(synthetic_data_dir, tmp_path, capsys):
     assert "recon/l1" in got and "gt/expression/l1" in got and "gt/expression/l1_source" in got
     for k, v in expected.items():
       assert got[k] == pytest.approx(v, rel=1e-4, abs=1e-6), k
-
-
-def test_metrics_rows_are_readable_while_the_run_goes_on(tmp_path):
-  from attrdis import jsonl_writer  # pylint: disable=g-import-not-at-top
-
-  path = str(tmp_path / "m" / "metrics.jsonl")
-  writer = jsonl_writer.JsonlWriter(path)
-  writer.write_scalars(3, {"loss": np.float32(1.5), "acc": 0.25})
-  assert jsonl_writer.read_jsonl(path) == [{"step": 3, "loss": 1.5, "acc": 0.25}]
-  writer.write_scalars(4, {"loss": 2.0})
-  assert [r["step"] for r in jsonl_writer.read_jsonl(path)] == [3, 4]
-  writer.close()

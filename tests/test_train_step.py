@@ -58,9 +58,11 @@ def test_step_decodes_the_permuted_codes(setup):
   x = jnp.asarray(batch["image"])
   labels = [jnp.asarray(batch["label"][:, m]) for m in range(2)]
   perms, alpha = step_lib.draw_randomness(jax.random.key(7), 8, 2)
-  _, metrics = step_lib.compute_losses(
-    models, state.params, x, labels, perms, alpha, config.loss_weights
-  )
+  # Jitted (compiled once, and cached): run op by op, the gradient penalty's double backward
+  # takes seconds.
+  _, metrics = jax.jit(
+    lambda p: step_lib.compute_losses(models, p, x, labels, perms, alpha, config.loss_weights)
+  )(state.params)
   gen = state.params["gen"]
   codes = sampling.encode(models, gen, x)
   x_trn = sampling.decode(models, gen, [codes[0][perms[0]], codes[1][perms[1]], codes[2]])

@@ -8,8 +8,8 @@ deviation over them (the sample standard deviation, n − 1 in the denominator).
 reconstruction, ground truth per attribute set (with the skill 1 − L1/L1 of returning the
 source), transfer accuracy and its share of the evaluation networks' ceiling, intensity,
 where each attribute comes from, Table IV synthesis, Table III Hopkins, Fig. 5 entropy and
-k-NN leakage; then the trivial answers and the readers' ceiling, from the first column (they do
-not depend on the model). An error is one ``error: ...`` line (status 1; 2 for a bad command
+k-NN leakage; then the trivial answers and the readers' ceiling of each column (they do not
+depend on the model, but on the test images and the evaluation networks). An error is one ``error: ...`` line (status 1; 2 for a bad command
 line).
 """
 
@@ -115,11 +115,18 @@ def table(columns: list[tuple[str, list[dict]]], rows=None) -> str:
     cells = [cell(runs, key, fmt) for _, runs in columns]
     if any(c != "—" for c in cells):
       lines.append(f"| {label} | " + " | ".join(cells) + " |")
-  first = columns[0][1][0]
   for label, key, fmt in TRIVIAL:
-    if key in first:
-      lines.append(f"| *{label}* | " + " | ".join([fmt.format(first[key])] * len(columns)) + " |")
+    cells = [baseline_cell(runs, key, fmt) for _, runs in columns]
+    if any(c != "—" for c in cells):
+      lines.append(f"| *{label}* | " + " | ".join(cells) + " |")
   return "\n".join(lines)
+
+
+def baseline_cell(runs: list[dict], key: str, fmt: str) -> str:
+  """A baseline of a column's runs: one value where they share it (the same test set and
+  evaluation networks), else their mean ± std (a column of runs at another image size, say)."""
+  values = {m[key] for m in runs if key in m}
+  return fmt.format(values.pop()) if len(values) == 1 else cell(runs, key, fmt)
 
 
 def main(argv):

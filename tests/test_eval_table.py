@@ -30,6 +30,12 @@ def test_single_runs_and_seed_columns(tmp_path, capsys):
   # By hand: mean 32; deviations -2, -1, 3; sample std sqrt((4 + 1 + 9) / 2) = 2.6458.
   assert psnr.split(" | ")[1:] == ["30.00", "32.00 ± 2.65 |"]
   assert any(l.startswith("| *Return the source: L1* | 0.0800 | 0.0800 |") for l in out)
+  # Baselines are each column's own (runs evaluated on other images or by other networks).
+  other = tmp_path / "other.json"
+  other.write_text(json.dumps({"metrics": {"recon/psnr": 29.0, "gt/all/l1_source": 0.09}}))
+  assert table_command(f"a={paths[0]}", f"b={other}") == 0
+  out = capsys.readouterr().out.splitlines()
+  assert "| *Return the source: L1* | 0.0800 | 0.0900 |" in out
   # Metrics no run has are left out.
   assert not any("Hopkins" in l for l in out)
   assert table_command(f"a={tmp_path / 'missing.json'}") == 1

@@ -17,7 +17,7 @@ train() {  # train NAME [--config.FIELD=VALUE ...]
   local name=$1; shift
   # eval every 250 steps (the demo: 500) for the curves; it does not change the training.
   python run_train.py --config=configs/synthetic.py --workdir="$out/$name" \
-      --config.eval_every_steps=250 "$@" > "$out/$name.train.log" 2>&1
+      --config.eval_every_steps=250 "$@" >> "$out/$name.train.log" 2>&1  # a resume appends
 }
 evaluate() {  # evaluate NAME [SUFFIX]: the evaluation networks are trained once per image
   # size, in OUT/eval_classifiers[SUFFIX]
@@ -51,6 +51,9 @@ run() {
     dis0_seed2) train dis0_seed2 --config.seed=2 --config.loss_weights.dis=0 && evaluate dis0_seed2 ;;
     # Training length and image size (the demo otherwise):
     steps5k) train steps5k --config.num_train_steps=5000 && evaluate steps5k ;;
+    # 15,000 steps (~2 h on 2 cores; run it again to resume where it stopped):
+    steps15k) train steps15k --config.num_train_steps=15000 --config.eval_every_steps=1000 \
+              --config.checkpoint_every_steps=250 && evaluate steps15k ;;
     # Classifier width (the demo: (16, 64)): a first layer four times as wide.
     cls_wide) train cls_wide --config.model.classifier_widths='(64,64)' && evaluate cls_wide ;;
     px64) train px64 --config.dataset.builder_config=64px --config.image_size=64 \

@@ -36,6 +36,7 @@ import functools
 import logging
 import re
 import sys
+import warnings
 from typing import Any, Callable, NoReturn, Sequence
 
 from absl import app
@@ -76,7 +77,8 @@ def call(
       args = parse(flag_values, argv, doc=_doc(main), positional=positional)
     finally:
       sys.argv = saved_argv
-    status = _run_reported(main, args)
+    with warnings.catch_warnings():  # reported() silences warnings after an error line
+      status = _run_reported(main, args)
   except SystemExit as e:
     status = e.code
   finally:

@@ -68,6 +68,7 @@ import contextlib
 import logging
 import re
 import sys
+import warnings
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -197,8 +198,10 @@ def reported():
     if text is None:
       raise
     # The error line is the last word: library threads still winding down (an asynchronous
-    # checkpoint write that failed, say) log nothing after it.
+    # checkpoint write that failed, say) log nothing after it, and the work they abandoned
+    # (orbax's unawaited write coroutines, collected at exit) does not warn after it.
     logging.disable(logging.CRITICAL)
+    warnings.simplefilter("ignore")
     fail(text, exit_status(e))
 
 

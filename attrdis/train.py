@@ -125,6 +125,16 @@ def close_iterator(data_iter) -> None:
   close = getattr(inner, "close", None)
   if close is not None:
     close()
+  # grain frees the blocks of the batches the trainer dropped in a one-thread pool of daemon
+  # threads, which an exit right after the last batch would not wait for: wait for it here
+  # (its tasks run in order), for a few seconds at most.
+  try:
+    from grain._src.python.ipc import shared_memory_array  # pylint: disable=g-import-not-at-top
+  except ImportError:  # a grain without it (the pinned one has it)
+    return
+  pool = getattr(shared_memory_array.SharedMemoryArray, "_del_thread_pool", None)
+  if pool is not None:
+    pool.apply_async(int).wait(timeout=5)
 
 
 def check_devices(config: ml_collections.ConfigDict) -> None:
@@ -239,7 +249,9 @@ class Preemption:
   processes: JAX's preemption notifier (installed by ``jax.distributed.initialize``) catches
   SIGTERM on any process and the processes agree on a step through
   ``multihost_utils.reached_preemption_sync_point``; SIGINT is forwarded to it as SIGTERM.
-  A second SIGINT aborts at once (KeyboardInterrupt) without saving.
+  A second SIGINT aborts at once (KeyboardInterrupt) without saving, except while the loop
+  takes a batch from grain's worker processes (:meth:`fetching`): then it aborts as soon as
+  the batch is copied out of shared memory, and a third SIGINT at once.
 
   Python runs a signal handler between two bytecodes of the main thread, which may be inside
   a garbage-collector callback (JAX registers one); an exception raised there is printed as
@@ -250,6 +262,8 @@ class Preemption:
   def __init__(self):
     self.signal_name = None
     self._previous = {}
+    self._fetching = False
+    self._abort_pending = False
     self._distributed = jax.process_count() > 1
     if threading.current_thread() is not threading.main_thread():
       logging.warning("Not in the main thread: SIGTERM/SIGINT will not save a checkpoint.")
@@ -262,9 +276,29 @@ class Preemption:
     for sig, handler in handlers.items():
       self._previous[sig] = signal.signal(sig, handler)
 
-  @staticmethod
-  def _abort(frame) -> None:
-    """KeyboardInterrupt now, or once the main thread has left a gc callback."""
+  @contextlib.contextmanager
+  def fetching(self):
+    """Wraps taking a batch from the data iterator and copying it to host memory.
+
+    With worker processes a batch arrives as blocks of shared memory that only the main
+    process frees, once the batch is dropped. An abort raised halfway through grain's
+    ``next`` (the block's name taken from the queue, not yet opened) or while a batch is
+    still referenced leaves blocks that nobody frees before exit, and Python's resource
+    tracker warns of them. So an abort that arrives here waits for the end of the block."""
+    self._fetching = True
+    try:
+      yield
+    finally:
+      self._fetching = False
+    if self._abort_pending:
+      raise KeyboardInterrupt("nothing saved after the last checkpoint")
+
+  def _abort(self, frame) -> None:
+    """KeyboardInterrupt now, after the batch being fetched (the first time), or once the
+    main thread has left a gc callback."""
+    if self._fetching and not self._abort_pending:
+      self._abort_pending = True
+      return
     callbacks = {getattr(cb, "__code__", None) for cb in gc.callbacks}
     while frame is not None:
       if frame.f_code in callbacks:
@@ -627,9 +661,10 @@ def _train(
   step = initial_step
   for step in range(initial_step + 1, num_train_steps + 1):
     with jax.profiler.StepTraceAnnotation("train", step_num=step):
-      local = to_host_memory(
-        first_batch(data_iter, workers) if step == initial_step + 1 else next(data_iter)
-      )
+      with preemption.fetching():
+        local = to_host_memory(
+          first_batch(data_iter, workers) if step == initial_step + 1 else next(data_iter)
+        )
       if step == config.get("debug_nan_at_step", 0):
         local = poison(local)
       batch = jax.tree.map(

@@ -893,3 +893,44 @@ def test_exits_are_clean_with_worker_processes(runs, reference, synthetic_data_d
   assert [l for l in stderr_after(err, "error: Step 3") if not re.match(r"[IW]\d{4} ", l)] == [
     last_line(err)
   ]
+
+
+def test_abort_waits_for_the_batch_being_fetched():
+  """A second Ctrl-C that arrives while the loop takes a batch out of grain's shared memory
+  aborts once the batch is copied (an abort halfway through would leave the batch's blocks
+  to the resource tracker); a third aborts at once; outside a fetch the second aborts at once."""
+  from attrdis import train  # pylint: disable=g-import-not-at-top
+
+  preemption = train.Preemption()
+  try:
+    os.kill(os.getpid(), signal.SIGINT)  # the first: stop after this step
+    assert preemption.signal_name == "SIGINT"
+    done = []
+    with pytest.raises(KeyboardInterrupt, match="nothing saved"):
+      with preemption.fetching():
+        os.kill(os.getpid(), signal.SIGINT)  # the second, while a batch is being fetched
+        done.append("copied")
+    assert done == ["copied"]
+    preemption = _restart(preemption)
+    with pytest.raises(KeyboardInterrupt):
+      with preemption.fetching():
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)  # the third: at once
+        done.append("not reached")
+    assert done == ["copied"]
+    preemption = _restart(preemption)
+    with pytest.raises(KeyboardInterrupt):
+      os.kill(os.getpid(), signal.SIGINT)
+  finally:
+    preemption.close()
+
+
+def _restart(preemption):
+  """A new handler that has seen one SIGINT (the previous one closed)."""
+  from attrdis import train  # pylint: disable=g-import-not-at-top
+
+  preemption.close()
+  preemption = train.Preemption()
+  os.kill(os.getpid(), signal.SIGINT)
+  assert preemption.signal_name == "SIGINT"
+  return preemption

@@ -30,7 +30,6 @@ from attrdis.evaluation import suite
 from attrdis.evaluation import synthesis
 from attrdis.evaluation import train_networks
 from attrdis.synthetic import render
-from conftest import shared_dir
 from tiny import tiny_config
 
 ATTRS = ("identity", "expression", "illumination")
@@ -38,32 +37,12 @@ ATTRS = ("identity", "expression", "illumination")
 
 @pytest.fixture(scope="module")
 def workdir(synthetic_data_dir, tmp_path_factory):
-  """A tiny model trained for 2 steps and the evaluation command run on it once (its exit
-  status in eval/status, its JSON in eval/result.json), shared by the session's workers:
-  the tests only read it."""
-
-  def build(w):
-    config = tiny_config(attributes=ATTRS)
-    config.dataset.data_dir = synthetic_data_dir
-    config.num_train_steps = 2
-    train.train_and_evaluate(config, w)
-    rc = cli.call(
-      ev.main,
-      ev.FLAGS,
-      [
-        f"--workdir={w}",
-        "--classifier_steps=3",
-        "--num_pairs=8",
-        "--hopkins_draws=2",
-        "--batch_size=8",
-        f"--out={os.path.join(w, 'eval', 'result.json')}",
-      ],
-    )
-    os.makedirs(os.path.join(w, "eval"), exist_ok=True)
-    with open(os.path.join(w, "eval", "status"), "w") as f:
-      f.write(str(rc))
-
-  return shared_dir(tmp_path_factory, "evaluate_workdir", build)
+  config = tiny_config(attributes=ATTRS)
+  config.dataset.data_dir = synthetic_data_dir
+  config.num_train_steps = 2
+  w = str(tmp_path_factory.mktemp("evalw"))
+  train.train_and_evaluate(config, w)
+  return w
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +53,20 @@ def trained(workdir):
 @pytest.fixture(scope="module")
 def evaluated(workdir):
   """The command, run once: (exit status, its JSON)."""
-  with open(os.path.join(workdir, "eval", "status")) as f:
-    rc = int(f.read())
-  with open(os.path.join(workdir, "eval", "result.json")) as f:
+  out = os.path.join(workdir, "eval", "result.json")
+  rc = cli.call(
+    ev.main,
+    ev.FLAGS,
+    [
+      f"--workdir={workdir}",
+      "--classifier_steps=3",
+      "--num_pairs=8",
+      "--hopkins_draws=2",
+      "--batch_size=8",
+      f"--out={out}",
+    ],
+  )
+  with open(out) as f:
     return rc, json.load(f)
 
 

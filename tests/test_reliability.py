@@ -35,7 +35,6 @@ from attrdis import input_pipeline
 from attrdis import train_state as ts
 from attrdis import train_step as step_lib
 from attrdis import workdir_lock
-from conftest import shared_dir
 from tiny import config_flags, tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -174,17 +173,15 @@ def runs(tmp_path_factory):
 def reference(runs, synthetic_data_dir, tmp_path_factory):
   """The uninterrupted run, 1 process × 4 devices, with a checkpoint at every step to compare
   others with (it also fills the compilation cache)."""
-
-  def build(workdir):
-    config = base(synthetic_data_dir)
-    config.checkpoint_every_steps = 1
-    config.keep_checkpoints = STEPS
-    rc, out, err = runs.run(workdir, config)
-    assert rc == 0, err[-3000:]
-    assert f"step {STEPS}/{STEPS}" in out
-    assert checkpoints.complete_steps(workdir) == list(range(1, STEPS + 1))
-
-  return shared_dir(tmp_path_factory, "reference", build)
+  workdir = str(tmp_path_factory.mktemp("reference"))
+  config = base(synthetic_data_dir)
+  config.checkpoint_every_steps = 1
+  config.keep_checkpoints = STEPS
+  rc, out, err = runs.run(workdir, config)
+  assert rc == 0, err[-3000:]
+  assert f"step {STEPS}/{STEPS}" in out
+  assert checkpoints.complete_steps(workdir) == list(range(1, STEPS + 1))
+  return workdir
 
 
 def test_kill_during_write_then_sigterm_then_resume_equals_uninterrupted(

@@ -18,7 +18,6 @@ from attrdis import images
 from attrdis import input_pipeline
 from attrdis import sampling
 from attrdis import train
-from conftest import shared_dir
 from tiny import tiny_config
 
 ATOL = 2e-5  # the same codes decoded in different batches: equal up to float rounding
@@ -33,16 +32,15 @@ def sampling_workdir(synthetic_data_dir, tmp_path_factory):
   """A tiny model (identity, expression, illumination) trained for 2 steps; its workdir.
 
   test_sample_cli.py imports this fixture, which pytest then registers a second time for
-  that module; the memo makes both share one training per process, and ``shared_dir`` one
-  training per test session.
+  that module; the memo makes both share one training per process.
   """
   if synthetic_data_dir not in _TRAINED:
     config = tiny_config(attributes=("identity", "expression", "illumination"))
     config.dataset.data_dir = synthetic_data_dir
     config.num_train_steps = 2
-    _TRAINED[synthetic_data_dir] = shared_dir(
-      tmp_path_factory, "sampling_workdir", lambda w: train.train_and_evaluate(config, w)
-    )
+    workdir = str(tmp_path_factory.mktemp("sampling_workdir"))
+    train.train_and_evaluate(config, workdir)
+    _TRAINED[synthetic_data_dir] = workdir
   return _TRAINED[synthetic_data_dir]
 
 

@@ -259,6 +259,8 @@ class Preemption:
   otherwise re-delivered a moment later.
   """
 
+  ABORTED = "nothing saved after the last checkpoint"  # the abort's message
+
   def __init__(self):
     self.signal_name = None
     self._previous = {}
@@ -291,7 +293,7 @@ class Preemption:
     finally:
       self._fetching = False
     if self._abort_pending:
-      raise KeyboardInterrupt("nothing saved after the last checkpoint")
+      raise KeyboardInterrupt(self.ABORTED)
 
   def _abort(self, frame) -> None:
     """KeyboardInterrupt now, after the batch being fetched (the first time), or once the
@@ -305,7 +307,7 @@ class Preemption:
         threading.Timer(0.01, _thread.interrupt_main, args=(signal.SIGINT,)).start()
         return
       frame = frame.f_back
-    raise KeyboardInterrupt("nothing saved after the last checkpoint")
+    raise KeyboardInterrupt(self.ABORTED)
 
   def _on_signal(self, signum, frame):
     if self.signal_name is not None and signum == signal.SIGINT:

@@ -21,6 +21,21 @@ STRUCTURAL_FIELDS = (
   "dataset.attributes",
 )
 
+# Fields only the training loop and the data reader read: the compiled train step does not
+# depend on them (its traced program is reused across runs that differ only here).
+LOOP_FIELDS = (
+  "log_every_steps",
+  "checkpoint_every_steps",
+  "keep_checkpoints",
+  "sample_every_steps",
+  "num_sample_images",
+  "eval_every_steps",
+  "resume_from_intact",
+  "dataset.data_dir",
+  "dataset.manual_dir",
+  "dataset.num_workers",
+)
+
 DTYPES = ("float32", "bfloat16")
 NORMS = ("instance", "layer", "none")  # models.NORMS (kept here: configs import no JAX)
 
@@ -106,6 +121,11 @@ def flat_items(config, prefix=""):
       yield from flat_items(value, name + ".")
     else:
       yield name, value
+
+
+def is_loop_field(name: str) -> bool:
+  """Whether the dotted field ``name`` is (under) one of :data:`LOOP_FIELDS`."""
+  return any(name == f or name.startswith(f + ".") for f in LOOP_FIELDS)
 
 
 def structural_differences(saved: dict, current: ml_collections.ConfigDict) -> list[str]:

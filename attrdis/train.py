@@ -36,6 +36,7 @@ import ml_collections
 import numpy as np
 
 from attrdis import checkpoints
+from attrdis import compilation_cache
 from attrdis import configuration
 from attrdis import errors
 from attrdis import images
@@ -213,25 +214,40 @@ def to_global(tree, sharding):
   return jax.tree.map(one, tree)
 
 
-def compile_train_step(models, config, mesh, schedule, state, num_attributes):
-  """The jitted train step, compiled before the first step. With several processes, all
-  wait for each other here: a compile can take minutes and differ between processes, and
-  CPU collectives (gloo) give up on a peer after 30 s at their first use."""
+def compile_train_step(models, config, mesh, schedule, state, num_classes, num_train_steps):
+  """The jitted train step, compiled before the first step (its traced program and its
+  compiled form read from the compilation cache when an earlier run made them). With several
+  processes, all wait for each other here: a compile can take minutes and differ between
+  processes, and CPU collectives (gloo) give up on a peer after 30 s at their first use."""
   _, data_sharding = step_lib.shardings(mesh)
   s, b = config.image_size, config.batch_size
   batch = {
     "image": jax.ShapeDtypeStruct(
       (b, s, s, 3), input_pipeline.train_image_dtype(config), sharding=data_sharding
     ),
-    "label": jax.ShapeDtypeStruct((b, num_attributes), np.int32, sharding=data_sharding),
+    "label": jax.ShapeDtypeStruct((b, len(num_classes)), np.int32, sharding=data_sharding),
   }
   jitted = step_lib.jit_train_step(models, config, mesh, schedule)
+  # Everything the step reads besides its arguments: the config (but the fields only the
+  # loop reads), the classes per attribute and the length of the schedule.
+  what = {
+    "function": "train_step",
+    "config": {
+      name: repr(value)
+      for name, value in configuration.flat_items(config)
+      if not configuration.is_loop_field(name)
+    },
+    "num_classes": [int(n) for n in num_classes],
+    "num_train_steps": int(num_train_steps),
+  }
   t0 = time.perf_counter()
-  compiled = jitted.lower(state, batch).compile()
+  compiled, traced = compilation_cache.compile_traced(jitted, (state, batch), what, (0,))
   logging.info(
-    "Train step lowered and compiled in %.1f s (persistent compilation cache: %s).",
+    "Train step lowered and compiled in %.1f s (persistent compilation cache: %s; "
+    "traced program: %s).",
     time.perf_counter() - t0,
     jax.config.jax_compilation_cache_dir or "off",
+    traced,
   )
   if jax.process_count() > 1:
     import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
@@ -631,7 +647,9 @@ def _train(
     state = checkpoints.restore_train(mngr, latest, state, data_iter)
   initial_step = int(fetch(state.step))
 
-  train_fn = compile_train_step(models, config, mesh, schedule, state, len(info.attributes))
+  train_fn = compile_train_step(
+    models, config, mesh, schedule, state, info.num_classes, num_train_steps
+  )
   writer = metric_writers.create_writer(workdir, jax.process_index())
   writers.append(writer)
   if initial_step == 0:

@@ -6,6 +6,8 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from attrdis import compilation_cache
@@ -82,3 +84,88 @@ def test_second_process_reads_the_first_ones_compilation(tmp_path):
   assert os.listdir(cache)
   assert run(cache) == [cache, "hit"]
   assert run("none") == ["None", "miss"]
+
+
+def _step(state, batch):
+  """A stand-in for the train step: a pytree of state (donated) and a batch in, the new
+  state and a dict of metrics out."""
+  w = state["w"] - 0.1 * batch["x"].T @ (batch["x"] @ state["w"] - batch["y"])
+  return {"w": w, "n": state["n"] + 1}, {"loss": jnp.mean((batch["x"] @ w - batch["y"]) ** 2)}
+
+
+def _args():
+  rng = np.random.default_rng(0)
+  state = {"w": jnp.asarray(rng.normal(size=(3, 2)), jnp.float32), "n": jnp.int32(0)}
+  batch = {
+    "x": jnp.asarray(rng.normal(size=(5, 3)), jnp.float32),
+    "y": jnp.asarray(rng.normal(size=(5, 2)), jnp.float32),
+  }
+  return state, batch
+
+
+def test_traced_program_is_kept_and_read_back(tmp_path, restore_cache_dir):
+  compilation_cache.enable(str(tmp_path))
+  jitted = jax.jit(_step, donate_argnums=(0,))
+  state, batch = _args()
+  expected = jax.tree.map(np.asarray, _step(state, batch))
+  abstract = jax.tree.map(
+    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), (state, batch)
+  )
+  what = {"function": "step", "lr": 0.1}
+
+  first, source = compilation_cache.compile_traced(jitted, abstract, what, (0,))
+  assert source == "traced"
+  kept = os.listdir(tmp_path / compilation_cache.TRACED)
+  assert len(kept) == 1
+  # A second compile (as a new process would) reads the program instead of tracing _step.
+  traced = []
+  counting = jax.jit(lambda s, b: traced.append(1) or _step(s, b), donate_argnums=(0,))
+  second, source = compilation_cache.compile_traced(counting, abstract, what, (0,))
+  assert (source, traced) == ("read", [])
+  outs = [fn(*jax.tree.map(jnp.array, (state, batch))) for fn in (first, second)]
+  for out in outs:
+    assert jax.tree.structure(out) == jax.tree.structure(expected)
+    # The function's numbers: op by op here, fused there, so float32 rounding apart (dot
+    # products of 3 and 5 terms, a mean of 10: a few ulps; rtol 1e-6 = 8 eps).
+    for got, want in zip(jax.tree.leaves(out), jax.tree.leaves(expected)):
+      np.testing.assert_allclose(np.asarray(got), want, rtol=1e-6, atol=1e-6)
+  # One program, read or traced: the same bits.
+  for a, b in zip(*map(jax.tree.leaves, outs)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  # The state is donated: its buffers are gone after the call, the batch's are not.
+  state2, batch2 = jax.tree.map(jnp.array, (state, batch))
+  second(state2, batch2)
+  assert state2["w"].is_deleted() and not batch2["x"].is_deleted()
+  with pytest.raises(TypeError, match="compiled for arguments"):
+    second(state, batch["x"])
+
+  # Another description, other shapes or dtypes: another program.
+  compilation_cache.compile_traced(jitted, abstract, dict(what, lr=0.2), (0,))
+  wide = (
+    abstract[0],
+    {
+      "x": jax.ShapeDtypeStruct((7, 3), jnp.float32),
+      "y": jax.ShapeDtypeStruct((7, 2), jnp.float32),
+    },
+  )
+  compilation_cache.compile_traced(jitted, wide, what, (0,))
+  assert len(os.listdir(tmp_path / compilation_cache.TRACED)) == 3
+
+
+def test_unreadable_traced_program_is_traced_again(tmp_path, restore_cache_dir, caplog):
+  compilation_cache.enable(str(tmp_path))
+  state, batch = _args()
+  args = (state, batch)
+  compilation_cache.compile_traced(jax.jit(_step), args, {"function": "step"})
+  (kept,) = (tmp_path / compilation_cache.TRACED).iterdir()
+  kept.write_bytes(b"not a program")
+  fn, source = compilation_cache.compile_traced(jax.jit(_step), args, {"function": "step"})
+  assert source == "traced"
+  assert "unreadable" in caplog.text and kept.name in caplog.text
+  np.testing.assert_allclose(fn(state, batch)[1]["loss"], _step(state, batch)[1]["loss"], rtol=1e-6)
+  # Cache off: compiled as it is, nothing kept.
+  compilation_cache.enable("none")
+  fn, source = compilation_cache.compile_traced(jax.jit(_step), args, {"function": "step"})
+  assert source == "traced (no cache)"
+  assert [kept.name] == os.listdir(tmp_path / compilation_cache.TRACED)
+  np.testing.assert_allclose(fn(state, batch)[1]["loss"], _step(state, batch)[1]["loss"], rtol=1e-6)

@@ -37,6 +37,13 @@ KNOWN_DATASETS = ("synthetic_faces", "multipie", "bu3dfe", "rafd", "labelled_ima
 # Your own images: the builder's options come from config.dataset.folder, its attributes are
 # the folder's columns (known once it is read).
 LABELLED_IMAGES = "labelled_images"
+# How far a training reader reads ahead (in each grain worker process, or in the trainer when
+# there is none): one thread, two batches. Each element of the training source is a whole batch,
+# so grain's default (16 threads, 500 elements) read 500 batches ahead of the step: 390 MB per
+# reader at 128 px, and at the start of a run (or of a short test run) thousands of records read
+# that no step used. On the 2-core CPU the small read-ahead also delivers about twice the
+# images/s (threads of one process share its interpreter lock); docs/performance.md.
+TRAIN_READ_OPTIONS = grain.ReadOptions(num_threads=1, prefetch_buffer_size=2)
 
 
 def builder_module(name: str):
@@ -318,6 +325,7 @@ def create_loader(
         )
       ],
       worker_count=workers,
+      read_options=TRAIN_READ_OPTIONS,
     )
   sampler = grain.IndexSampler(
     num_records=len(source),

@@ -123,9 +123,9 @@ def flat_items(config, prefix=""):
       yield name, value
 
 
-def is_loop_field(name: str) -> bool:
-  """Whether the dotted field ``name`` is (under) one of :data:`LOOP_FIELDS`."""
-  return any(name == f or name.startswith(f + ".") for f in LOOP_FIELDS)
+def is_under(name: str, fields) -> bool:
+  """Whether the dotted field ``name`` is one of ``fields`` or inside one of them."""
+  return any(name == f or name.startswith(f + ".") for f in fields)
 
 
 def structural_differences(saved: dict, current: ml_collections.ConfigDict) -> list[str]:
@@ -138,7 +138,7 @@ def structural_differences(saved: dict, current: ml_collections.ConfigDict) -> l
   current_flat = dict(flat_items(current))
   diffs = []
   for name in sorted(set(saved_flat) | set(current_flat)):
-    if not any(name == f or name.startswith(f + ".") for f in STRUCTURAL_FIELDS):
+    if not is_under(name, STRUCTURAL_FIELDS):
       continue
     a, b = norm(saved_flat.get(name, "<absent>")), norm(current_flat.get(name, "<absent>"))
     if a != b:

@@ -235,7 +235,7 @@ def compile_train_step(models, config, mesh, schedule, state, num_classes, num_t
     "config": {
       name: repr(value)
       for name, value in configuration.flat_items(config)
-      if not configuration.is_loop_field(name)
+      if not configuration.is_under(name, configuration.LOOP_FIELDS)
     },
     "num_classes": [int(n) for n in num_classes],
     "num_train_steps": int(num_train_steps),

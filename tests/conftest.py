@@ -1,8 +1,11 @@
-"""Test setup: 4 simulated CPU devices (before jax is imported) and tiny configs."""
+"""Test setup (before jax is imported): 4 simulated CPU devices, XLA:CPU at optimisation
+level 0 (tiny.xla_flags), the compilation cache shared by the tests; tiny configs."""
 
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+from tiny import xla_flags  # imports no JAX
+
+os.environ.setdefault("XLA_FLAGS", xla_flags(4))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Compiles dominate the suite's time on a CPU: share them between tests, xdist workers and the
 # run_train.py subprocesses the tests start (they inherit the environment).

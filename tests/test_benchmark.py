@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from attrdis import benchmark
-from tiny import tiny_config
+from tiny import tiny_config, xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -106,7 +106,7 @@ def test_cli_prints_json(tmp_path):
   # Every compilation is cached (threshold 0), in a folder of this test's own.
   env = dict(
     os.environ,
-    XLA_FLAGS="--xla_force_host_platform_device_count=2",
+    XLA_FLAGS=xla_flags(2),
     JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
   )
   cache = str(tmp_path / "cache")

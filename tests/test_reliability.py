@@ -35,7 +35,7 @@ from attrdis import input_pipeline
 from attrdis import train_state as ts
 from attrdis import train_step as step_lib
 from attrdis import workdir_lock
-from tiny import config_flags, tiny_config
+from tiny import config_flags, tiny_config, xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 12
@@ -78,7 +78,7 @@ class Runs:
 
   def start(self, workdir, config=None, args=(), devices=4, stderr_pipe=False, **kw):
     """stderr_pipe: stderr through a pipe too (for a process whose files are size-capped)."""
-    env = dict(self.env, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    env = dict(self.env, XLA_FLAGS=xla_flags(devices))
     cmd = [
       sys.executable,
       os.path.join(ROOT, "run_train.py"),

@@ -4,6 +4,13 @@ from attrdis import configuration
 from attrdis.configuration import base_config
 
 
+def xla_flags(devices: int = 4) -> str:
+  """The tests' XLA_FLAGS: ``devices`` simulated CPU devices, and XLA:CPU's LLVM backend at
+  optimisation level 0 (the tests' models are tiny, so compiling them costs far more than
+  running them; level 0 halves the compile of the tests' train step)."""
+  return f"--xla_force_host_platform_device_count={devices} --xla_backend_optimization_level=0"
+
+
 def tiny_config(image_size: int = 16, batch_size: int = 8, attributes=("identity", "expression")):
   c = base_config()
   c.image_size = image_size

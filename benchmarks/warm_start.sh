@@ -36,26 +36,18 @@ for mode in cold warm; do
     start=$(date +%s.%N)
     python run_train.py --config=configs/synthetic.py --workdir="$w" "${flag[@]}" > "$log" 2>&1 &
     pid=$!
+    until grep -q "lowered and compiled" "$log"; do
+      kill -0 $pid 2>/dev/null || { echo "error: the run stopped early; see $log" >&2; exit 1; }
+      sleep 0.05
+    done
+    compiled=$(date +%s.%N)
     until grep -q "First step" "$log"; do
       kill -0 $pid 2>/dev/null || { echo "error: the run stopped early; see $log" >&2; exit 1; }
       sleep 0.05
     done
     first=$(date +%s.%N)
     kill -TERM $pid; wait $pid || true
-    # The compile's end, from its log line's time (the step compiles while the state is
-    # restored and the first batch read).
-    compiled=$(python - "$log" "$start" <<'EOF'
-import datetime, re, sys
-log, start = sys.argv[1], float(sys.argv[2])
-for line in open(log):
-    m = re.match(r"I(\d\d)(\d\d) (\d\d:\d\d:\d\d\.\d+) .*lowered and compiled", line)
-    if m:
-        day = datetime.datetime.fromtimestamp(start)
-        t = datetime.datetime.strptime(f"{day.year}{m[1]}{m[2]} {m[3]}", "%Y%m%d %H:%M:%S.%f")
-        print(f"{t.timestamp() - start:.2f}")
-        break
-EOF
-)
+    compiled=$(python -c "print(round($compiled - $start, 2))")
     first=$(python -c "print(round($first - $start, 2))")
     echo "$mode run $i: ${compiled} s to the compiled step ($(grep -o 'compiled in [0-9.]* s' "$log")), ${first} s to the end of the first step"
     compiled_all+=("$compiled"); first_all+=("$first")

@@ -18,7 +18,6 @@ the JSON gives the median images/s of each and the ratios to ``png_float32``. Us
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import tempfile
@@ -28,6 +27,7 @@ from absl import flags
 import numpy as np
 import tensorflow_datasets as tfds
 
+from attrdis import benchmark
 from attrdis import cli
 from attrdis import input_pipeline
 from attrdis.synthetic import design as design_lib
@@ -135,11 +135,7 @@ def main(argv):
     "ratio_to_png_float32": {k: v / median["png_float32"] for k, v in median.items()},
     "all_rounds": rates,
   }
-  text = json.dumps(result, indent=1)
-  print(text)
-  if args.out:
-    with open(args.out, "w") as f:
-      f.write(text + "\n")
+  benchmark.emit(result, args.out)
 
 
 if __name__ == "__main__":

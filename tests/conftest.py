@@ -27,3 +27,18 @@ def synthetic_data_dir(tmp_path_factory):
     config="tiny", data_dir=str(data_dir), file_format="array_record"
   ).download_and_prepare()
   return str(data_dir)
+
+
+def pytest_itemcollected(item):
+  """For ``-n N`` (pytest-xdist, with ``--dist=loadgroup`` from pyproject.toml): the tests of
+  a module that use one of its module-scoped fixtures run on one worker, so that the fixture
+  (a trained workdir, a built dataset) is made once rather than once per worker. A module
+  can name its own group instead (``pytestmark = pytest.mark.xdist_group(...)``); tests that
+  share nothing are spread one by one. (Marked as each test is collected: xdist reads the
+  groups in its own pytest_collection_modifyitems.)"""
+  if item.get_closest_marker("xdist_group") is not None:
+    return
+  fixtures = getattr(item, "_fixtureinfo", None)
+  defs = fixtures.name2fixturedefs.values() if fixtures is not None else ()
+  if any(d[-1].scope == "module" for d in defs):
+    item.add_marker(pytest.mark.xdist_group(item.module.__name__))

@@ -132,6 +132,12 @@ COMMANDS = {
     ("NAME=",),
     lambda tmp: ([f"a={tmp / 'missing.json'}"], "not an evaluator JSON"),
   ),
+  "benchmarks/compile_flags": Command(
+    script("benchmarks/compile_flags.py"),
+    ("--rounds", "--out"),
+    None,
+    bad_value=("--rounds=0",),
+  ),
   "benchmarks/input_storage": Command(
     script("benchmarks/input_storage.py"),
     ("--size", "--num", "--rounds", "--out"),

@@ -14,6 +14,10 @@ import vendor_fixtures
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# A group of its own, which xdist hands out before single tests: these are among the suite's
+# slowest, and left to the end they would keep one worker busy while the other idles.
+pytestmark = pytest.mark.xdist_group("vendor_training")
+
 
 def vendor_config(name, builder_config, attributes, manual_dir, data_dir):
   config = tiny_config(attributes=attributes)

@@ -5,10 +5,15 @@ from attrdis.configuration import base_config
 
 
 def xla_flags(devices: int = 4) -> str:
-  """The tests' XLA_FLAGS: ``devices`` simulated CPU devices, and XLA:CPU's LLVM backend at
-  optimisation level 0 (the tests' models are tiny, so compiling them costs far more than
-  running them; level 0 halves the compile of the tests' train step)."""
-  return f"--xla_force_host_platform_device_count={devices} --xla_backend_optimization_level=0"
+  """The tests' XLA_FLAGS: ``devices`` simulated CPU devices, and XLA:CPU tuned to compile
+  fast rather than to run fast (the tests' models are tiny, so compiling them costs far more
+  than running them): LLVM at optimisation level 0, the older loop emitters instead of the
+  MLIR fusion emitters, and one LLVM module instead of several compiled in parallel. Together
+  they cut the CPU time of compiling the tests' train step from 13 s to under 3 s."""
+  return (
+    f"--xla_force_host_platform_device_count={devices} --xla_backend_optimization_level=0"
+    " --xla_cpu_use_fusion_emitters=false --xla_cpu_parallel_codegen_split_count=1"
+  )
 
 
 def tiny_config(image_size: int = 16, batch_size: int = 8, attributes=("identity", "expression")):

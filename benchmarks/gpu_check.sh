@@ -8,7 +8,11 @@
 #   bash benchmarks/gpu_check.sh            # results under $OUT (./gpu_out if OUT is unset)
 #   GPU_CHECK_PARTS="train_bf16 eval input" bash benchmarks/gpu_check.sh   # some parts only
 #
-# Parts: train_bf16, torch (the peer, bf16 and f32), train_f32, eval, input.
+# Parts: train_bf16, torch (the peer, bf16 and f32), train_f32, eval, input, batches (bf16 at
+# per-device batches 64 and 256, BATCH_SIZES, into one batches.json; last, so that a short
+# budget spends itself on the others first: give it GPU_CHECK_BUDGET_S=480).
+# GPU_CHECK_BENCH_ARGS: more --config overrides for every attrdis.benchmark run (e.g. a tiny
+# model, to try the script on a CPU).
 #
 # Needs (carried in .whl/, see docs/performance.md#the-gpu-check): ml_collections (+ the input
 # pipeline's wheels) and optionally torch_ref.py; jax with CUDA, flax, optax and torch are the
@@ -18,7 +22,7 @@
 # ../shared/peers/torch_ref.py, the first that exists). Without it the torch part is skipped
 # with a one-line message.
 # At most 8 files come back from $OUT: gpu_check.log, train_bf16.json,
-# train_f32.json, torch_peer.log, eval.json, input.json, summary.txt (7 files).
+# train_f32.json, torch_peer.log, eval.json, input.json, batches.json, summary.txt (8 files).
 
 set -x
 set -o pipefail
@@ -31,7 +35,7 @@ BUDGET=${GPU_CHECK_BUDGET_S:-330}
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2 XLA_PYTHON_CLIENT_PREALLOCATE=false
 
-PARTS=" ${GPU_CHECK_PARTS:-train_bf16 torch train_f32 eval input} "
+PARTS=" ${GPU_CHECK_PARTS:-train_bf16 torch train_f32 eval input batches} "
 want() { [[ "$PARTS" == *" $1 "* ]]; }
 
 remaining() { echo $(( BUDGET - ($(date +%s) - T0) )); }
@@ -87,7 +91,7 @@ sf.Builder(config='128px', data_dir='/tmp/tfds', file_format='array_record').dow
 print('synthetic_faces/128px built in %.1f s' % (time.time() - t))
 " > /tmp/tfds_build.log 2>&1 & )
 
-BENCH="$PY -m attrdis.benchmark --config=configs/multipie.py --config.image_size=128"
+BENCH="$PY -m attrdis.benchmark --config=configs/multipie.py --config.image_size=128 ${GPU_CHECK_BENCH_ARGS:-}"
 
 # --- the paper-size train step in bfloat16 (the MFU target). If it fails fast (e.g. the
 # machine's flax/optax do not fit this code), retry once with the carried flax 0.12.8/optax 0.2.8.
@@ -130,6 +134,25 @@ want input && PYTHONPATH=$PWD:$SITE_INPUT:$SITE_CORE run_part input 45 $PY -m at
   --part=input --config=configs/synthetic.py --config.dataset.builder_config=128px --config.image_size=128 \
   --config.dataset.data_dir=/tmp/tfds --config.dataset.num_workers=8 --batches=200 \
   --train_json="$OUT/train_bf16.json" --output="$OUT/input.json"
+
+# --- bf16 at larger per-device batches: a row each in the performance table ---------------
+if want batches; then
+  rm -f /tmp/gpu_check_batch_*.json
+  for b in ${BATCH_SIZES:-64 256}; do
+    run_part "batch_$b" ${BATCH_LIMIT_S:-90} $BENCH --config.dtype=bfloat16 --config.batch_size=$b \
+      --steps=6 --window=5 --output="/tmp/gpu_check_batch_$b.json"
+  done
+  $PY - ${BATCH_SIZES:-64 256} > "$OUT/batches.json" <<'EOF' || true
+import json, sys
+rows = []
+for b in sys.argv[1:]:
+  try:
+    rows.append(json.load(open(f"/tmp/gpu_check_batch_{b}.json")))
+  except Exception as e:  # the part failed or was skipped: say so in its row
+    rows.append({"batch_size": int(b), "error": f"no result ({e})"})
+print(json.dumps(rows, indent=1))
+EOF
+fi
 
 echo "=== total $(( $(date +%s) - T0 ))s"
 cat "$OUT/summary.txt"

@@ -51,7 +51,6 @@ def test_train_part_reports_consistent_numbers():
   r = benchmark.benchmark_train(
     half, (5, 3), jax.devices()[:2], steps=1, warmup=1, window=1, peak=False
   )
-  assert r["model_flops_per_step"] == benchmark.model_flops(half, (5, 3))
   assert 1.8 < result["flops_per_step"] / r["flops_per_step"] < 2.1
   assert 1.8 < result["model_flops_per_step"] / r["model_flops_per_step"] < 2.1
 

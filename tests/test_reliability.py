@@ -759,7 +759,7 @@ def test_damaged_checkpoint_every_command_and_resume_from_intact(
     if n == 0:
       rc, _, err = runs.finish(command)
     else:
-      with pytest.raises(Exception) as info:
+      with pytest.raises(checkpoints.CheckpointError) as info:
         train.train_and_evaluate(config, workdir)
       rc, err = errors.exit_status(info.value), f"error: {errors.message(info.value)}"
       assert "\n" not in err, err

@@ -25,6 +25,7 @@ from test_sampling import sampling_workdir  # noqa: F401  (the shared trained wo
 
 # This module and test_sampling.py share the trained workdir: one xdist worker runs both.
 pytestmark = pytest.mark.xdist_group("sampling_workdir")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 S, PAD, BATCH = 16, 2, 8
 

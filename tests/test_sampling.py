@@ -22,6 +22,7 @@ from tiny import tiny_config
 
 # This module and test_sample_cli.py share the trained workdir: one xdist worker runs both.
 pytestmark = pytest.mark.xdist_group("sampling_workdir")
+
 ATOL = 2e-5  # the same codes decoded in different batches: equal up to float rounding
 BATCH = 8  # one batch size everywhere, so that compilations are shared
 

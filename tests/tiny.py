@@ -9,7 +9,8 @@ def xla_flags(devices: int = 4) -> str:
   fast rather than to run fast (the tests' models are tiny, so compiling them costs far more
   than running them): LLVM at optimisation level 0, the older loop emitters instead of the
   MLIR fusion emitters, and one LLVM module instead of several compiled in parallel. Together
-  they cut the CPU time of compiling the tests' train step from 13 s to under 3 s."""
+  they cut the CPU time of compiling the tests' train step to a quarter of XLA's defaults
+  (``python benchmarks/compile_flags.py``)."""
   return (
     f"--xla_force_host_platform_device_count={devices} --xla_backend_optimization_level=0"
     " --xla_cpu_use_fusion_emitters=false --xla_cpu_parallel_codegen_split_count=1"

@@ -29,7 +29,6 @@ import time
 
 from absl import flags
 
-from attrdis import benchmark
 from attrdis import cli
 from attrdis import errors
 
@@ -124,6 +123,8 @@ def main(argv):
     },
     "all_rounds": runs,
   }
+  from attrdis import benchmark  # pylint: disable=g-import-not-at-top  (JAX: not for --help)
+
   benchmark.emit(result, FLAGS.out)
 
 

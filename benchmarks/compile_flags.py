@@ -62,16 +62,18 @@ def compile_once() -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
 
+  from attrdis import checkpoints  # pylint: disable=g-import-not-at-top
   from attrdis import train_state as ts  # pylint: disable=g-import-not-at-top
   from attrdis import train_step as step_lib  # pylint: disable=g-import-not-at-top
 
   jax.config.update("jax_enable_compilation_cache", False)
   config = tiny.tiny_config()
   models = ts.create_models(config, (5, 3), num_train_steps=10)
-  state = jax.eval_shape(lambda: ts.create_train_state(models, config.seed))
   mesh = step_lib.make_mesh()
   replicated, data = step_lib.shardings(mesh)
-  state = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated), state)
+  state = checkpoints.abstract(
+    jax.eval_shape(lambda: ts.create_train_state(models, config.seed)), replicated
+  )
   s, b = config.image_size, config.batch_size
   batch = {
     "image": jax.ShapeDtypeStruct((b, s, s, 3), np.uint8, sharding=data),

@@ -25,6 +25,12 @@ print(f"{mode}: {what}: median {statistics.median(xs):.1f} s "
       f"({min(xs):.1f}-{max(xs):.1f}, {len(xs)} runs)")
 EOF
 }
+wait_for() {  # PATTERN: until the run's log has a line with it (the run must still be running)
+  until grep -q "$1" "$log"; do
+    kill -0 $pid 2>/dev/null || { echo "error: the run stopped early; see $log" >&2; exit 1; }
+    sleep 0.05
+  done
+}
 for mode in cold warm; do
   compiled_all=(); first_all=()
   for i in $(seq "$runs"); do
@@ -36,15 +42,9 @@ for mode in cold warm; do
     start=$(date +%s.%N)
     python run_train.py --config=configs/synthetic.py --workdir="$w" "${flag[@]}" > "$log" 2>&1 &
     pid=$!
-    until grep -q "lowered and compiled" "$log"; do
-      kill -0 $pid 2>/dev/null || { echo "error: the run stopped early; see $log" >&2; exit 1; }
-      sleep 0.05
-    done
+    wait_for "lowered and compiled"
     compiled=$(date +%s.%N)
-    until grep -q "First step" "$log"; do
-      kill -0 $pid 2>/dev/null || { echo "error: the run stopped early; see $log" >&2; exit 1; }
-      sleep 0.05
-    done
+    wait_for "First step"
     first=$(date +%s.%N)
     kill -TERM $pid; wait $pid || true
     compiled=$(python -c "print(round($compiled - $start, 2))")

@@ -1,5 +1,5 @@
-"""Test setup (before jax is imported): 4 simulated CPU devices, XLA:CPU at optimisation
-level 0 (tiny.xla_flags), the compilation cache shared by the tests; tiny configs."""
+"""Test setup (before jax is imported): 4 simulated CPU devices, XLA:CPU tuned to compile fast
+(tiny.xla_flags), the compilation cache shared by the tests; the xdist groups; tiny configs."""
 
 import os
 
